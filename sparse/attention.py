@@ -1,0 +1,108 @@
+"""Block-sparse softmax attention over a block selection, plus the dense path.
+
+`block_sparse_attention` gathers, for every query block, the key/value blocks its
+selection keeps and runs an ordinary masked softmax over them (causal at token
+level, so the diagonal block is triangular). Plain PyTorch ops: differentiable on
+CPU (GCG takes gradients through it), GQA-aware, memory O(T k b_k) per chunk of
+query blocks. Rows with no visible key (padding) output zeros instead of NaN so a
+padded batch never poisons real tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import SparseConfig
+from .layout import CHUNK_ELEMENTS, make_layout, to_blocks
+
+
+def _safe_softmax_weighted(scores: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """softmax(scores) @ values where fully masked rows give 0 rather than NaN."""
+    row_max = scores.amax(dim=-1, keepdim=True)
+    row_max = torch.where(torch.isneginf(row_max), torch.zeros_like(row_max), row_max).detach()
+    weights = torch.exp(scores - row_max)
+    denom = weights.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
+    return (weights / denom) @ values
+
+
+def block_sparse_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    selection: torch.Tensor,
+    cfg: SparseConfig,
+    q_offset: int = 0,
+    key_padding_mask: torch.Tensor | None = None,
+    scaling: float | None = None,
+) -> torch.Tensor:
+    """Attention output [B, Hq, Tq, D] restricted to the selected key blocks.
+
+    `selection` is what `select_blocks` returns for the same query/key/cfg/q_offset.
+    `key_padding_mask` [B, Tk] is True on real tokens. `scaling` defaults to D^-0.5.
+    """
+    lay = make_layout(query, key, cfg, q_offset)
+    B, Hq, Tq, D = query.shape
+    Hkv, nkb, bk, bq = key.shape[1], lay.n_kblocks, lay.block_k, lay.block_q
+    if selection.shape[:3] != (B, Hq, lay.n_qblocks):
+        raise ValueError(
+            f"selection shape {tuple(selection.shape)} does not match (batch, heads, query blocks) = "
+            f"{(B, Hq, lay.n_qblocks)}"
+        )
+    scaling = D**-0.5 if scaling is None else scaling
+    group = Hq // Hkv
+    width = selection.shape[-1]
+    qblocks = to_blocks(query, bq, lay.n_qblocks, lay.q_pad_front)
+    kflat = to_blocks(key, bk, nkb).reshape(B * Hkv * nkb, bk, D)
+    vflat = to_blocks(value, bk, nkb).reshape(B * Hkv * nkb, bk, value.shape[-1])
+    qpos = lay.query_positions(query.device)  # [nqb, bq]
+    valid = torch.arange(nkb * bk, device=query.device) < lay.kv_len
+    if key_padding_mask is not None:
+        pad = torch.nn.functional.pad(key_padding_mask.bool(), (0, nkb * bk - lay.kv_len))
+        valid = valid[None, :] & pad
+    else:
+        valid = valid[None, :].expand(B, -1)
+    valid = valid.view(B, nkb, bk)
+    head_base = ((torch.arange(B, device=query.device)[:, None] * Hkv + torch.arange(Hq, device=query.device)[None, :] // group) * nkb)
+    offsets = torch.arange(bk, device=query.device)
+
+    step = max(1, CHUNK_ELEMENTS // max(1, B * Hq * width * bk * (bq + D)))
+    outs = []
+    for c0 in range(0, lay.n_qblocks, step):
+        rows = slice(c0, min(c0 + step, lay.n_qblocks))
+        sel = selection[:, :, rows]  # [B, Hq, C, W]
+        safe = sel.clamp(min=0)
+        idx = head_base[:, :, None, None] + safe
+        keys = kflat[idx].flatten(-3, -2)  # [B, Hq, C, W*bk, D]
+        vals = vflat[idx].flatten(-3, -2)
+        scores = (qblocks[:, :, rows] @ keys.transpose(-1, -2)) * scaling  # [B, Hq, C, bq, W*bk]
+        kpos = (safe[..., None] * bk + offsets).flatten(-2)  # [B, Hq, C, W*bk]
+        kval = valid[torch.arange(B, device=query.device)[:, None, None, None], safe]  # [B, Hq, C, W, bk]
+        kval = (kval & (sel >= 0)[..., None]).flatten(-2)
+        q_at = qpos[rows]  # [C, bq]
+        ok = (kpos[..., None, :] <= q_at[None, None, :, :, None]) & kval[..., None, :]
+        scores = scores.masked_fill(~ok, float("-inf"))
+        outs.append(_safe_softmax_weighted(scores, vals))
+    out = torch.cat(outs, dim=2).reshape(B, Hq, lay.n_qblocks * bq, -1)
+    return out[:, :, lay.q_pad_front : lay.q_pad_front + Tq]
+
+
+def dense_attention(query, key, value, key_padding_mask=None, scaling=None) -> torch.Tensor:
+    """Causal SDPA for the layers kept dense, with the queries at the end of the keys.
+
+    A padded query row would have no visible key (NaN in SDPA); it is allowed to see
+    its own position so NaNs never reach the real tokens' values.
+    """
+    Tq, Tk = query.shape[2], key.shape[2]
+    gqa = query.shape[1] != key.shape[1]
+    if key_padding_mask is None and Tq == Tk:
+        return torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, is_causal=True, scale=scaling, enable_gqa=gqa
+        )
+    qpos = torch.arange(Tk - Tq, Tk, device=query.device)
+    kpos = torch.arange(Tk, device=query.device)
+    mask = (kpos[None, :] <= qpos[:, None])[None, None]
+    if key_padding_mask is not None:
+        mask = (mask & key_padding_mask.bool()[:, None, None, :]) | (kpos[None, :] == qpos[:, None])[None, None]
+    return torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, scale=scaling, enable_gqa=gqa
+    )

@@ -1,0 +1,122 @@
+"""Switch a loaded Hugging Face model between full and sparse attention.
+
+`sparse_attention(model, cfg)` registers an attention function *and* a mask
+function under a fresh name in transformers' `AttentionInterface` /
+`AttentionMaskInterface` and points the model's config at it. The mask function
+hands the attention function the 2D padding mask instead of a T x T mask: without
+it transformers would skip mask creation and padding would be silently ignored.
+The previous implementation is restored on exit, exceptions included.
+"""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from .attention import block_sparse_attention, dense_attention
+from .config import SparseConfig
+from .registry import get_sparse_method
+from .selection import select_blocks
+
+_names = itertools.count()
+
+
+class UnsupportedModelError(TypeError):
+    """The model's attention does not go through transformers' AttentionInterface."""
+
+
+@dataclass
+class SparseController:
+    """Live handle of a `sparse_attention` block.
+
+    `cfg` may be replaced between forwards (e.g. to sweep k). Set `record = True` to
+    keep every layer's selection of the next forwards in `selections`
+    ({layer_idx: LongTensor}); put tensors in `fixed_selections` to reuse a
+    selection instead of recomputing it (GCG holds it fixed for a step).
+    `enabled = False` runs full attention without leaving the block.
+    """
+
+    cfg: SparseConfig
+    record: bool = False
+    enabled: bool = True
+    selections: dict = field(default_factory=dict)
+    fixed_selections: dict = field(default_factory=dict)
+    calls: int = 0
+
+    def attention(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        self.calls += 1
+        layer = getattr(module, "layer_idx", None)
+        if layer is None:
+            raise UnsupportedModelError(f"{type(module).__name__} has no layer_idx; cannot apply per-layer sparsity")
+        padding = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
+        if attention_mask is not None and padding is None:
+            raise UnsupportedModelError("expected a 2D padding mask from flipbench's mask function, got a 4D mask")
+        q_offset = key.shape[2] - query.shape[2]
+        if not self.enabled or layer < self.cfg.dense_layers:
+            out = dense_attention(query, key, value, padding, scaling)
+        else:
+            sel = self.fixed_selections.get(layer)
+            if sel is None:
+                sel = select_blocks(query, key, self.cfg, q_offset, padding)
+            if self.record:
+                self.selections[layer] = sel
+            out = block_sparse_attention(query, key, value, sel, self.cfg, q_offset, padding, scaling)
+        return out.transpose(1, 2).contiguous(), None
+
+
+def _padding_mask_function(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, attention_mask=None, **kwargs):
+    """Return the 2D [B, kv_len] padding mask (None when nothing is padded)."""
+    if attention_mask is None:
+        return None
+    attention_mask = attention_mask[:, -kv_length:].bool()
+    return None if bool(attention_mask.all()) else attention_mask
+
+
+def _check_model(model) -> None:
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):
+        raise UnsupportedModelError(f"sparse_attention needs a transformers PreTrainedModel, got {type(model).__name__}")
+    if not type(model)._can_set_attn_implementation():
+        raise UnsupportedModelError(
+            f"{type(model).__name__} does not route attention through transformers' AttentionInterface, "
+            "so flipbench cannot switch it to sparse attention"
+        )
+    if not any(hasattr(m, "layer_idx") and hasattr(m, "scaling") for m in model.modules()):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} has no attention modules with a layer_idx; cannot apply per-layer sparsity"
+        )
+
+
+@contextmanager
+def sparse_attention(model, cfg: SparseConfig):
+    """Run `model` with sparse attention inside the block; yields a `SparseController`."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    get_sparse_method(cfg.method)  # fail fast on an unknown name
+    _check_model(model)
+    ctl = SparseController(cfg=cfg)
+    name = f"flipbench_sparse_{next(_names)}"
+    AttentionInterface.register(name, ctl.attention)
+    AttentionMaskInterface.register(name, _padding_mask_function)
+    previous = model.config._attn_implementation
+    try:
+        model.config._attn_implementation = name
+        yield ctl
+    finally:
+        model.config._attn_implementation = previous
+        AttentionInterface._global_mapping.pop(name, None)
+        AttentionMaskInterface._global_mapping.pop(name, None)
+
+
+def sparse_forward_logits(model, input_ids, cfg: SparseConfig | None, attention_mask=None) -> torch.Tensor:
+    """Logits of one forward, sparse under `cfg` or full when `cfg` is None."""
+    with torch.no_grad():
+        if cfg is None:
+            return model(input_ids=input_ids, attention_mask=attention_mask).logits
+        with sparse_attention(model, cfg):
+            return model(input_ids=input_ids, attention_mask=attention_mask).logits

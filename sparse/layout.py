@@ -1,0 +1,201 @@
+"""Block geometry and block scoring shared by every selection method.
+
+Positions are absolute: query block i covers key positions [i*b_q, (i+1)*b_q) and
+key block j covers [j*b_k, (j+1)*b_k). With a cached prefix the queries start at
+`q_offset`, so the first query block present is `q_offset // b_q`; a cache cut at a
+multiple of `b_q` therefore yields exactly the same blocks as the uncached pass.
+
+The *diagonal* block of a query block is the key block holding its last position;
+the causal candidates are key blocks 0..diagonal.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .config import SparseConfig
+
+# Elements per intermediate tensor when scoring in chunks of query blocks: bounds
+# memory to a few hundred MB whatever the sequence length.
+CHUNK_ELEMENTS = 1 << 24
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    kv_len: int
+    q_offset: int
+    block_q: int
+    block_k: int
+
+    @property
+    def q_len(self) -> int:
+        return self.kv_len - self.q_offset
+
+    @property
+    def first_qblock(self) -> int:
+        return self.q_offset // self.block_q
+
+    @property
+    def n_qblocks(self) -> int:
+        return math.ceil(self.kv_len / self.block_q) - self.first_qblock
+
+    @property
+    def n_kblocks(self) -> int:
+        return math.ceil(self.kv_len / self.block_k)
+
+    @property
+    def q_pad_front(self) -> int:
+        """Query slots before `q_offset` inside the first present query block."""
+        return self.q_offset - self.first_qblock * self.block_q
+
+    def diagonal(self, device=None) -> torch.Tensor:
+        """LongTensor[n_qblocks]: key block holding each query block's last position."""
+        qb = torch.arange(self.first_qblock, self.first_qblock + self.n_qblocks, device=device)
+        last = torch.clamp((qb + 1) * self.block_q - 1, max=self.kv_len - 1)
+        return last // self.block_k
+
+    def query_positions(self, device=None) -> torch.Tensor:
+        """LongTensor[n_qblocks, block_q] absolute positions, -1 where no query exists."""
+        qb = torch.arange(self.first_qblock, self.first_qblock + self.n_qblocks, device=device)
+        pos = qb[:, None] * self.block_q + torch.arange(self.block_q, device=device)
+        return torch.where((pos >= self.q_offset) & (pos < self.kv_len), pos, torch.full_like(pos, -1))
+
+    def key_positions(self, device=None) -> torch.Tensor:
+        """LongTensor[n_kblocks, block_k] absolute positions (may exceed kv_len - 1 at the end)."""
+        return torch.arange(self.n_kblocks * self.block_k, device=device).view(self.n_kblocks, self.block_k)
+
+
+def make_layout(query: torch.Tensor, key: torch.Tensor, cfg: SparseConfig, q_offset: int) -> BlockLayout:
+    if query.dim() != 4 or key.dim() != 4:
+        raise ValueError("query and key must be [batch, heads, seq, head_dim] tensors")
+    q_len, kv_len = query.shape[2], key.shape[2]
+    if q_offset < 0 or q_offset + q_len != kv_len:
+        raise ValueError(
+            f"queries must be the last tokens of the key sequence: q_offset ({q_offset}) + "
+            f"query length ({q_len}) != key length ({kv_len})"
+        )
+    if q_len == 0:
+        raise ValueError("empty query: nothing to attend from")
+    if query.shape[1] % key.shape[1] != 0:
+        raise ValueError(f"query heads ({query.shape[1]}) must be a multiple of key heads ({key.shape[1]})")
+    return BlockLayout(kv_len=kv_len, q_offset=q_offset, block_q=cfg.block_q, block_k=cfg.block_k)
+
+
+def to_blocks(x: torch.Tensor, block: int, n_blocks: int, pad_front: int = 0) -> torch.Tensor:
+    """[B, H, T, D] -> [B, H, n_blocks, block, D], zero padded at the front and the end."""
+    pad_back = n_blocks * block - pad_front - x.shape[2]
+    x = torch.nn.functional.pad(x, (0, 0, pad_front, pad_back))
+    return x.view(x.shape[0], x.shape[1], n_blocks, block, x.shape[3])
+
+
+class SelectionContext:
+    """Everything a selection method needs for one layer's forward.
+
+    Methods use `block_scores` to score arbitrary candidate key blocks per query
+    block (what STREAM does), or `dense_block_scores` plus `keep_top` for methods
+    that may afford an O(T^2 / b^2) block-score matrix (oracle, random, window).
+    The score of a (query block, key block) pair is the maximum of q.k over its
+    query/key pairs that are causal and not padding: one dominant key is enough for
+    a block to matter, which is what a sparse tracer must not drop.
+    """
+
+    def __init__(self, query, key, cfg: SparseConfig, q_offset: int = 0, key_padding_mask=None):
+        self.cfg = cfg
+        self.layout = make_layout(query, key, cfg, q_offset)
+        lay = self.layout
+        self.batch, self.q_heads, _, self.head_dim = query.shape
+        self.kv_heads = key.shape[1]
+        self.group = self.q_heads // self.kv_heads
+        self.device = query.device
+        self.qblocks = to_blocks(query.detach(), lay.block_q, lay.n_qblocks, lay.q_pad_front)
+        self.kblocks = to_blocks(key.detach(), lay.block_k, lay.n_kblocks)
+        self.qpos = lay.query_positions(self.device)  # [nqb, bq]
+        self.kpos = lay.key_positions(self.device)  # [nkb, bk]
+        kvalid = (self.kpos < lay.kv_len).expand(self.batch, -1, -1)
+        if key_padding_mask is not None:
+            if key_padding_mask.shape != (self.batch, lay.kv_len):
+                raise ValueError(
+                    f"key_padding_mask must be [batch, kv_len] = {(self.batch, lay.kv_len)}, "
+                    f"got {tuple(key_padding_mask.shape)}"
+                )
+            padded = torch.nn.functional.pad(key_padding_mask.bool(), (0, lay.n_kblocks * lay.block_k - lay.kv_len))
+            kvalid = kvalid & padded.view(self.batch, lay.n_kblocks, lay.block_k)
+        self.kvalid = kvalid  # [B, nkb, bk]
+        self.diag = lay.diagonal(self.device)  # [nqb]
+
+    @property
+    def width(self) -> int:
+        return min(self.cfg.k, self.layout.n_kblocks)
+
+    def chunks(self, per_block_elements: int):
+        """Slices of query blocks whose intermediate tensors stay under CHUNK_ELEMENTS."""
+        step = max(1, CHUNK_ELEMENTS // max(1, per_block_elements * self.batch * self.q_heads))
+        for start in range(0, self.layout.n_qblocks, step):
+            yield slice(start, min(start + step, self.layout.n_qblocks))
+
+    def block_scores(self, rows: slice, cand: torch.Tensor) -> torch.Tensor:
+        """Scores of candidate key blocks `cand` [B, Hq, C, M] for query blocks `rows`.
+
+        Returns float [B, Hq, C, M]; -inf where a candidate is out of range or has no
+        causal, non-padding key for any query of the block.
+        """
+        B, Hq, C, M = cand.shape
+        nkb = self.layout.n_kblocks
+        safe = cand.clamp(0, nkb - 1)
+        kv_head = torch.arange(Hq, device=self.device) // self.group
+        flat = (torch.arange(B, device=self.device)[:, None] * self.kv_heads + kv_head[None, :]) * nkb
+        idx = flat[:, :, None, None] + safe  # [B, Hq, C, M]
+        keys = self.kblocks.reshape(B * self.kv_heads * nkb, self.layout.block_k, self.head_dim)[idx]
+        q = self.qblocks[:, :, rows]  # [B, Hq, C, bq, D]
+        scores = torch.einsum("bhcqd,bhcmkd->bhcmqk", q, keys)
+        kpos = self.kpos[safe]  # [B, Hq, C, M, bk]
+        kval = self.kvalid[torch.arange(B, device=self.device)[:, None, None, None], safe]
+        qpos = self.qpos[rows]  # [C, bq]
+        ok = (kpos[..., None, :] <= qpos[None, None, :, None, :, None]) & (qpos[None, None, :, None, :, None] >= 0)
+        ok = ok & kval[..., None, :] & ((cand >= 0) & (cand < nkb))[..., None, None]
+        scores = scores.masked_fill(~ok, float("-inf"))
+        return scores.amax(dim=(-1, -2))
+
+    def dense_block_scores(self, rows: slice) -> torch.Tensor:
+        """Exact block scores [B, Hq, C, n_kblocks] for query blocks `rows` (O(T) per block)."""
+        lay = self.layout
+        q = self.qblocks[:, :, rows]  # [B, Hq, C, bq, D]
+        B, Hq, C, bq, D = q.shape
+        q = q.reshape(B, self.kv_heads, self.group * C * bq, D)
+        keys = self.kblocks.reshape(B, self.kv_heads, lay.n_kblocks * lay.block_k, D)
+        scores = (q @ keys.transpose(-1, -2)).view(B, Hq, C, bq, lay.n_kblocks, lay.block_k)
+        qpos = self.qpos[rows]
+        ok = (self.kpos[None, None, :, :] <= qpos[:, :, None, None]) & (qpos[:, :, None, None] >= 0)
+        ok = ok[None, None] & self.kvalid[:, None, None, None]
+        scores = scores.masked_fill(~ok, float("-inf"))
+        return scores.amax(dim=(3, 5))
+
+    def keep_top(self, rows: slice, scores: torch.Tensor, width: int | None = None) -> torch.Tensor:
+        """Turn block scores [B?, H?, C, n_kblocks] into a selection [B, Hq, C, width].
+
+        Keeps the diagonal block, then the highest-scoring causal blocks, min(width,
+        diagonal+1) in all; non-causal blocks are never kept. Ascending, -1 padded.
+        """
+        width = self.width if width is None else width
+        diag = self.diag[rows]
+        kb = torch.arange(self.layout.n_kblocks, device=self.device)
+        causal = kb[None, :] <= diag[:, None]  # [C, nkb]
+        s = scores.float().expand(self.batch, self.q_heads, -1, -1)
+        s = torch.where(torch.isneginf(s), torch.full_like(s, torch.finfo(s.dtype).min), s)
+        s = s.masked_fill(~causal, float("-inf"))
+        s = s.masked_fill(kb[None, :] == diag[:, None], float("inf"))
+        top = s.topk(width, dim=-1).indices
+        n_keep = torch.clamp(diag + 1, max=width)  # [C]
+        rank = torch.arange(width, device=self.device)
+        top = torch.where(rank[None, :] < n_keep[:, None], top, torch.full_like(top, -1))
+        return sort_selection(top)
+
+
+def sort_selection(sel: torch.Tensor) -> torch.Tensor:
+    """Ascending block indices with the -1 padding moved to the end."""
+    big = torch.iinfo(sel.dtype).max
+    s = torch.where(sel < 0, torch.full_like(sel, big), sel).sort(dim=-1).values
+    return torch.where(s == big, torch.full_like(s, -1), s)
