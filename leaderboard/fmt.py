@@ -1,0 +1,36 @@
+"""How numbers are written in the Markdown and HTML tables, so both read the same."""
+
+from __future__ import annotations
+
+DASH = "—"
+
+
+def rate(x) -> str:
+    return DASH if x is None else f"{x:.3f}"
+
+
+def rate_ci(record: dict, prefix: str = "") -> str:
+    """'0.250 [0.089, 0.532]' for flip_rate/ci_low/ci_high (or natural_* with prefix='natural_')."""
+    x = record.get(prefix + "flip_rate")
+    if x is None:
+        return DASH
+    return f"{x:.3f} [{record[prefix + 'ci_low']:.3f}, {record[prefix + 'ci_high']:.3f}]"
+
+
+def count(n_flipped, n) -> str:
+    return DASH if n_flipped is None else f"{n_flipped}/{n}"
+
+
+def steps(x) -> str:
+    if x is None:
+        return DASH
+    return str(int(x)) if float(x).is_integer() else f"{x:.1f}"
+
+
+def blocks(record: dict) -> str:
+    return f"{record['block_q']}×{record['block_k']}"
+
+
+def sweep(record: dict) -> str:
+    """'2: 0.400, 4: 0.250, 8: 0.050' (flip rate at every k of the sweep)."""
+    return ", ".join(f"{e['k']}: {e['flip_rate']:.3f}" for e in record["k_sweep"])
