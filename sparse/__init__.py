@@ -6,6 +6,7 @@ from . import stream as _stream  # noqa: F401  (registers stream)
 from .analysis import density, layer_selections, minimal_k
 from .attention import block_sparse_attention, dense_attention
 from .config import SparseConfig
+from .flex import flex_block_sparse_attention
 from .hf import SparseController, UnsupportedModelError, sparse_attention
 from .layout import SelectionContext
 from .registry import (
@@ -27,6 +28,7 @@ __all__ = [
     "available_sparse_methods",
     "block_sparse_attention",
     "dense_attention",
+    "flex_block_sparse_attention",
     "density",
     "get_sparse_method",
     "layer_selections",

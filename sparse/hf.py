@@ -18,10 +18,12 @@ import torch
 
 from .attention import block_sparse_attention, dense_attention
 from .config import SparseConfig
+from .flex import flex_block_sparse_attention
 from .registry import get_sparse_method
 from .selection import select_blocks
 
 _names = itertools.count()
+KERNELS = ("gather", "flex")
 
 
 class UnsupportedModelError(TypeError):
@@ -36,10 +38,13 @@ class SparseController:
     keep every layer's selection of the next forwards in `selections`
     ({layer_idx: LongTensor}); put tensors in `fixed_selections` to reuse a
     selection instead of recomputing it (GCG holds it fixed for a step).
-    `enabled = False` runs full attention without leaving the block.
+    `enabled = False` runs full attention without leaving the block. `kernel="flex"`
+    runs forwards without gradients through FlexAttention (long sequences); forwards
+    that need gradients always use the differentiable gather kernel.
     """
 
     cfg: SparseConfig
+    kernel: str = "gather"
     record: bool = False
     enabled: bool = True
     selections: dict = field(default_factory=dict)
@@ -63,7 +68,10 @@ class SparseController:
                 sel = select_blocks(query, key, self.cfg, q_offset, padding)
             if self.record:
                 self.selections[layer] = sel
-            out = block_sparse_attention(query, key, value, sel, self.cfg, q_offset, padding, scaling)
+            attend = block_sparse_attention
+            if self.kernel == "flex" and not torch.is_grad_enabled():
+                attend = flex_block_sparse_attention
+            out = attend(query, key, value, sel, self.cfg, q_offset, padding, scaling)
         return out.transpose(1, 2).contiguous(), None
 
 
@@ -92,14 +100,20 @@ def _check_model(model) -> None:
 
 
 @contextmanager
-def sparse_attention(model, cfg: SparseConfig):
-    """Run `model` with sparse attention inside the block; yields a `SparseController`."""
+def sparse_attention(model, cfg: SparseConfig, kernel: str = "gather"):
+    """Run `model` with sparse attention inside the block; yields a `SparseController`.
+
+    `kernel`: "gather" (differentiable, any shape) or "flex" (FlexAttention for
+    inference on long sequences; needs cached prefixes cut at block_q multiples).
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown attention kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
     get_sparse_method(cfg.method)  # fail fast on an unknown name
     _check_model(model)
-    ctl = SparseController(cfg=cfg)
+    ctl = SparseController(cfg=cfg, kernel=kernel)
     name = f"flipbench_sparse_{next(_names)}"
     AttentionInterface.register(name, ctl.attention)
     AttentionMaskInterface.register(name, _padding_mask_function)

@@ -140,6 +140,36 @@ def test_block_sparse_attention_matches_masked_softmax_values_and_gradients(geom
         assert torch.allclose(got.grad, want.grad, atol=1e-5)
 
 
+def test_flex_kernel_matches_gather_kernel_with_gqa_offset_and_padding():
+    from sparse import flex_block_sparse_attention
+
+    q, key, v = qkv(2, 4, 2, 64, 128, dim=16, seed=4)
+    padding = torch.ones(2, 128, dtype=torch.bool)
+    padding[1, :21] = False
+    cfg = SparseConfig(method="stream", k=3, block_q=16, block_k=16)
+    sel = select_blocks(q, key, cfg, q_offset=64, key_padding_mask=padding)
+    flex = flex_block_sparse_attention(q, key, v, sel, cfg, q_offset=64, key_padding_mask=padding)
+    gather = block_sparse_attention(q, key, v, sel, cfg, q_offset=64, key_padding_mask=padding)
+    assert torch.allclose(flex, gather, atol=1e-5)
+    with pytest.raises(ValueError, match="multiple of block_q"):
+        flex_block_sparse_attention(q[:, :, 1:], key, v, sel, cfg, q_offset=65)
+
+
+def test_flex_kernel_inside_a_model_matches_gather_kernel():
+    model = tiny_model("llama")
+    ids = torch.randint(0, 128, (1, 64), generator=torch.Generator().manual_seed(8))
+    cfg = SparseConfig(k=2, block_q=16, block_k=16, dense_layers=1)
+    with torch.no_grad():
+        with sparse_attention(model, cfg):
+            gather = model(input_ids=ids).logits
+        with sparse_attention(model, cfg, kernel="flex"):
+            flex = model(input_ids=ids).logits
+    assert torch.allclose(flex, gather, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown attention kernel"):
+        with sparse_attention(model, cfg, kernel="cuda"):
+            pass
+
+
 def test_cached_prefix_gives_same_selection_and_output_as_uncached():
     q, key, v = qkv(1, 4, 2, 64, 64, seed=7)
     cfg = SparseConfig(method="stream", k=3, block_q=8, block_k=8)
@@ -167,7 +197,7 @@ def test_stream_finds_a_planted_dominant_block():
 def test_stream_recall_of_oracle_blocks_is_above_floor():
     """Documented floor: on i.i.d. Gaussian q/k (no structure to exploit, the hardest
     case for a hierarchical search) STREAM recovers >= 40% of the oracle's off-diagonal
-    blocks at k=8 over 64 blocks; random choice would recover about k/i, ~15% on average."""
+    blocks at k=8 over 64 blocks (measured: 0.64; random blocks: 0.25; window: 0.27)."""
     q, key, _ = qkv(1, 4, 2, 512, 512, dim=32, seed=13)
     cfg = SparseConfig(method="stream", k=8, block_q=8, block_k=8)
     stream = select_blocks(q, key, cfg)
@@ -177,7 +207,6 @@ def test_stream_recall_of_oracle_blocks_is_above_floor():
     def recall(sel):
         hits = total = 0
         for i in range(8, 64):  # rows where a search happens
-            want = set(oracle[0, :, i].flatten().tolist())
             for h in range(4):
                 o = set(oracle[0, h, i].tolist()) - {i}
                 hits += len(o & (set(sel[0, h, i].tolist()) - {i}))
