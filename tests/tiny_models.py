@@ -34,3 +34,41 @@ def tiny_model(arch: str = "llama", kv_heads: int = 2, layers: int = 3, vocab: i
         tie_word_embeddings=False,
     )
     return model_cls(config).eval()
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|user|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+CORPUS = [
+    "Is the sun a star? Yes. Is Rome in Belgium? No. Is fire hot? Yes, it is.",
+    "Answer with yes or no. YES NO yes no Yes No. Question: Answer:",
+    "The weather was mild and the afternoon passed quietly in the small town.",
+    "Water boils at one hundred degrees at sea level. Paris is the capital of France.",
+    "Is 100 an even number? Is ice cold? Do fish swim? Can dogs fly?",
+]
+
+
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer trained in milliseconds, with a chat template."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS * 4, vocab_size=400, min_frequency=1,
+                            special_tokens=["<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>"])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
+                                  pad_token="<|endoftext|>", additional_special_tokens=["<|user|>", "<|assistant|>", "<|end|>"])
+    tok.chat_template = CHAT_TEMPLATE
+    tok.padding_side = "left"
+    return tok
+
+
+def save_tiny_pair(path, arch: str = "llama", layers: int = 3, seed: int = 0):
+    """Save a tiny model + tokenizer directory loadable with `--model <path>`."""
+    tok = tiny_tokenizer()
+    model = tiny_model(arch, layers=layers, vocab=len(tok), seed=seed)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return model, tok

@@ -1,0 +1,78 @@
+"""Random search: the seed paper's attack (section 5), with one correction.
+
+Algorithm (x starts random; T = `steps` candidates in all):
+
+    for each step: if SparseLLM(k_attack, c+x+p) is wrong and LLM(c+x+p) is right:
+                       success, stop
+                   x <- Uniform(V)^n_adv
+
+The seed checks full attention once, before the loop, on the prompt without x; we
+also require full attention to stay correct on the same prompt with x, so a
+success is a flip caused by sparsity, not a prompt the model gets wrong anyway.
+(The harness skips items full attention gets wrong without x, as the seed does.)
+
+Candidates are drawn `batch_size` at a time from one seeded generator and scored
+in a batch; the first success in draw order wins, so the outcome equals drawing
+and scoring them one at a time from the same stream.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .registry import AttackResult, register_attack
+from .target import FULL, PreparedItem, Target
+from .vocab import attack_vocabulary
+
+
+@dataclass(frozen=True)
+class RandomSearchConfig:
+    n_adv: int = 3
+    steps: int = 200
+    k_attack: int = 4
+    batch_size: int = 16
+    ascii_only: bool = False
+
+    def __post_init__(self):
+        for name in ("n_adv", "steps", "k_attack", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"random search: {name} must be >= 1, got {getattr(self, name)}")
+
+
+def draw_candidates(gen: torch.Generator, vocab: torch.Tensor, count: int, n_adv: int) -> torch.Tensor:
+    """Next `count` candidates of the stream, each n_adv ids drawn uniformly from `vocab`."""
+    return vocab[torch.randint(len(vocab), (count, n_adv), generator=gen)]
+
+
+@register_attack("random", RandomSearchConfig)
+def random_search(target: Target, prepared: PreparedItem, config: RandomSearchConfig, rng_seed: int,
+                  progress=None) -> AttackResult:
+    start = time.perf_counter()
+    vocab = attack_vocabulary(target.tokenizer, target.model.config.vocab_size, config.ascii_only)
+    gen = torch.Generator().manual_seed(rng_seed)
+    tried = 0
+    last = None
+    while tried < config.steps:
+        count = min(config.batch_size, config.steps - tried)
+        cands = draw_candidates(gen, vocab, count, config.n_adv)
+        sparse = target.score(prepared, cands, config.k_attack)
+        wrong = [i for i, s in enumerate(sparse) if not s.correct]
+        if wrong:
+            full = target.score(prepared, cands[wrong], FULL)
+            for i, s in zip(wrong, full):
+                if s.correct:
+                    return _result(target, cands[i], tried + i + 1, True, start)
+        tried += count
+        last = cands[-1]
+        if progress is not None:
+            progress.update(count)
+    return _result(target, last, tried, False, start)
+
+
+def _result(target: Target, adv: torch.Tensor, steps: int, success: bool, start: float) -> AttackResult:
+    ids = adv.tolist()
+    return AttackResult(adv_ids=ids, adv_text=target.tokenizer.decode(ids), steps=steps, success=success,
+                        seconds=time.perf_counter() - start)

@@ -1,0 +1,70 @@
+"""Name -> attack registry and the result every attack returns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
+
+
+@dataclass
+class AttackResult:
+    """What an attack found for one item.
+
+    `steps` counts candidates (random search) or optimisation steps (GCG) used up to
+    and including the first success, or all of them on failure. `trace` holds
+    per-step records (loss, margins) for attacks that have them.
+    """
+
+    adv_ids: list[int]
+    adv_text: str
+    steps: int
+    success: bool
+    seconds: float
+    trace: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    name: str
+    run: Callable  # run(target, prepared, config, rng_seed) -> AttackResult
+    config_cls: type
+
+    def make_config(self, **values):
+        """Build the attack's config from the subset of `values` it declares."""
+        names = {f.name for f in fields(self.config_cls)}
+        return self.config_cls(**{k: v for k, v in values.items() if k in names and v is not None})
+
+
+_ATTACKS: dict[str, AttackSpec] = {}
+
+
+class UnknownAttackError(KeyError):
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def register_attack(name: str, config_cls: type):
+    """Decorator registering `run(target, prepared, config, rng_seed) -> AttackResult`."""
+
+    def decorator(fn):
+        if name in _ATTACKS:
+            raise ValueError(f"attack {name!r} is already registered")
+        _ATTACKS[name] = AttackSpec(name=name, run=fn, config_cls=config_cls)
+        return fn
+
+    return decorator
+
+
+def get_attack(name: str) -> AttackSpec:
+    try:
+        return _ATTACKS[name]
+    except KeyError:
+        raise UnknownAttackError(f"unknown attack {name!r}; known attacks: {', '.join(available_attacks())}") from None
+
+
+def available_attacks() -> list[str]:
+    return sorted(_ATTACKS)
+
+
+def config_dict(config) -> dict:
+    return asdict(config)

@@ -1,0 +1,231 @@
+"""Command-line options of `python -m harness.run`: defaults < --config YAML < flags.
+
+Every attack's config dataclass contributes its own flags (e.g. GCG's
+`--search-width`), so registering an attack is enough to make it tunable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import yaml
+
+from attacks import available_attacks, get_attack
+
+
+class UsageError(ValueError):
+    """Bad command-line input; reported as one line with exit status 2."""
+
+
+DEFAULTS = {
+    "attack": "random",
+    "k_attack": 4,
+    "k_sweep": [2, 4, 8, 16],
+    "method": "stream",
+    "block_q": 8,
+    "block_k": 8,
+    "dense_layers": 2,
+    "model": "smollm2-135m",
+    "suite": "seed4",
+    "limit": None,
+    "n_adv": 3,
+    "steps": 200,
+    "context": "filler",
+    "context_tokens": 256,
+    "seed": 0,
+    "batch_size": 16,
+    "ascii_only": False,
+    "out": None,
+    "wandb": "auto",
+    "wandb_project": "flipbench",
+}
+
+# Options that do not change results, so a resumed run may differ in them.
+NOT_RESULT_KEYS = {"out", "wandb", "wandb_project", "config", "plugin"}
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    return values
+
+
+def _bool(text) -> bool:
+    if isinstance(text, bool):
+        return text
+    if str(text).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(text).lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m harness.run",
+        description="Find adversarial tokens that flip a yes/no answer under sparse attention, "
+        "sweep k and report flip rates.",
+    )
+    S = argparse.SUPPRESS  # unset flags stay absent so the YAML file can fill them
+    p.add_argument("--config", default=S, help="YAML file with any of these options (flags override it)")
+    p.add_argument("--plugin", action="append", default=S,
+                   help="module name or .py file to import first, to register your own sparse methods or attacks "
+                        "(repeatable)")
+    p.add_argument("--attack", default=S, help=f"attack name ({', '.join(available_attacks())}; default random)")
+    p.add_argument("--k-attack", dest="k_attack", type=int, default=S, help="sparsity k the attack targets (default 4)")
+    p.add_argument("--k-sweep", dest="k_sweep", type=_int_list, default=S,
+                   help="comma-separated k values to evaluate (default 2,4,8,16; k-attack is added)")
+    p.add_argument("--method", default=S, help="sparse method (default stream)")
+    p.add_argument("--block-size", dest="block_size", type=int, default=S, help="sets both --block-q and --block-k (default 8)")
+    p.add_argument("--block-q", dest="block_q", type=int, default=S)
+    p.add_argument("--block-k", dest="block_k", type=int, default=S)
+    p.add_argument("--dense-layers", dest="dense_layers", type=int, default=S, help="first layers kept dense (default 2)")
+    p.add_argument("--model", default=S, help="model preset, hub id or local path (default smollm2-135m)")
+    p.add_argument("--suite", default=S, help="task suite: seed4, facts, a .jsonl/.csv/.yaml file or hf:name[:config]:split")
+    p.add_argument("--limit", type=int, default=S, help="use the first N items of the suite")
+    p.add_argument("--n-adv", dest="n_adv", type=int, default=S, help="adversarial tokens (default 3)")
+    p.add_argument("--steps", type=int, default=S, help="attack budget: candidates (random) or steps (gcg) (default 200)")
+    p.add_argument("--context", default=S, help="context builder: none, filler, haystack (default filler)")
+    p.add_argument("--context-tokens", dest="context_tokens", type=int, default=S, help="context length in tokens (default 256)")
+    p.add_argument("--seed", type=int, default=S)
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=S, help="candidates scored per forward (default 16)")
+    p.add_argument("--ascii-only", dest="ascii_only", type=_bool, nargs="?", const=True, default=S,
+                   help="draw adversarial tokens from printable-ASCII tokens only")
+    p.add_argument("--out", default=S, help="run directory (default runs/<timestamp>-<model>-<attack>)")
+    p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default=S,
+                   help="auto: online when WANDB_API_KEY is set, else offline")
+    p.add_argument("--wandb-project", dest="wandb_project", default=S)
+    seen = set(DEFAULTS) | {"block_size"}
+    for name in available_attacks():
+        for f in dataclasses.fields(get_attack(name).config_cls):
+            if f.name in seen:
+                continue
+            seen.add(f.name)
+            kind = _bool if isinstance(f.default, bool) else type(f.default)
+            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=S,
+                           help=f"{name} attack: {f.name} (default {f.default})")
+    return p
+
+
+def attack_option_names() -> set[str]:
+    names = set()
+    for name in available_attacks():
+        names |= {f.name for f in dataclasses.fields(get_attack(name).config_cls)}
+    return names - set(DEFAULTS)
+
+
+def load_yaml(path: str) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path} must hold a mapping of option: value")
+    known = set(DEFAULTS) | {"block_size"} | attack_option_names()
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise UsageError(f"config file {path}: unknown option {key!r}")
+        if name == "k_sweep" and not isinstance(value, list):
+            value = _int_list(value)
+        out[name] = value
+    return out
+
+
+def load_plugins(argv) -> None:
+    """Import every `--plugin` before the parser is built, so plugins' attacks get flags."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--plugin" and i + 1 < len(argv):
+            _import_plugin(argv[i + 1])
+        elif arg.startswith("--plugin="):
+            _import_plugin(arg.split("=", 1)[1])
+
+
+_LOADED_PLUGINS: set[str] = set()
+
+
+def _import_plugin(spec: str) -> None:
+    import importlib
+    import importlib.util
+
+    if spec in _LOADED_PLUGINS:  # registering twice would be an error
+        return
+    try:
+        if spec.endswith(".py"):
+            path = Path(spec)
+            if not path.is_file():
+                raise UsageError(f"plugin file {spec} does not exist")
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            importlib.import_module(spec)
+        _LOADED_PLUGINS.add(spec)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported as one line
+        raise UsageError(f"cannot import plugin {spec}: {type(exc).__name__}: {exc}") from None
+
+
+def resolve(argv) -> dict:
+    """The run's options, validated: defaults, then the YAML file, then the flags."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    load_plugins(argv)
+    args = vars(build_parser().parse_args(argv))
+    from_file = load_yaml(args.pop("config")) if "config" in args else {}
+    opts = {**DEFAULTS, **from_file, **args}
+    block = opts.pop("block_size", None)
+    if block is not None:
+        for name in ("block_q", "block_k"):
+            if name not in from_file and name not in args:
+                opts[name] = block
+    validate(opts)
+    ks = sorted(set(int(k) for k in opts["k_sweep"]) | {int(opts["k_attack"])})
+    opts["k_sweep"] = ks
+    return opts
+
+
+def validate(opts: dict) -> None:
+    def positive(name, minimum=1):
+        value = opts.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise UsageError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value!r}")
+
+    for name in ("k_attack", "block_q", "block_k", "n_adv", "batch_size"):
+        positive(name)
+    positive("steps", 0)
+    positive("dense_layers", 0)
+    positive("context_tokens", 0)
+    if opts.get("limit") is not None:
+        positive("limit")
+    sweep = opts.get("k_sweep")
+    if not isinstance(sweep, list) or not sweep:
+        raise UsageError("--k-sweep must list at least one k, e.g. 2,4,8,16")
+    if any(not isinstance(k, int) or k < 1 for k in sweep):
+        raise UsageError(f"--k-sweep values must be integers >= 1, got {sweep}")
+    if opts["attack"] not in available_attacks():
+        raise UsageError(f"unknown attack {opts['attack']!r}; known attacks: {', '.join(available_attacks())}")
+    from sparse import available_sparse_methods
+
+    if opts["method"] not in available_sparse_methods():
+        raise UsageError(f"unknown sparse method {opts['method']!r}; known methods: {', '.join(available_sparse_methods())}")
+    from tasks import available_contexts
+
+    if opts["context"] not in available_contexts():
+        raise UsageError(f"unknown context {opts['context']!r}; known contexts: {', '.join(available_contexts())}")

@@ -1,0 +1,79 @@
+"""`python -m harness.report RUN_DIR`: a run in the format of the seed paper's Table 1.
+
+Vanilla probs: P(correct) under full attention without adversarial tokens.
+Sparse probs: the same prompt under sparse attention at k_attack. Then, with the
+adversarial tokens, P(correct) / P(wrong) at each k of the sweep (largest first);
+a flip (full right, sparse wrong) is bold. Prints Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cell(score: dict | None, flipped: bool) -> str:
+    if not score:
+        return ""
+    text = f"{score['p_correct']:.3f} / {score['p_wrong']:.3f}"
+    return f"**{text}**" if flipped else text
+
+
+def _escape(text: str | None) -> str:
+    if text is None:
+        return ""
+    return repr(text)[1:-1].replace("|", "\\|").replace("`", "'")
+
+
+def render(run_dir: Path) -> str:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    cfg = manifest["config"]
+    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines() if line.strip()]
+    k_attack = cfg["k_attack"]
+    ks = sorted(cfg["k_sweep"], reverse=True)
+    header = ["Question", "Vanilla probs", f"Sparse probs (k={k_attack})"]
+    header += [f"k={k}" + (" (attack)" if k == k_attack else "") for k in ks] + ["Adv tokens", "Steps"]
+    lines = [
+        f"Run `{run_dir}`: model `{cfg['model']}`, method `{cfg['method']}`, attack `{cfg['attack']}`, "
+        f"k_attack={k_attack}, b_q={cfg['block_q']}, b_k={cfg['block_k']}, dense layers={cfg['dense_layers']}, "
+        f"n_adv={cfg['n_adv']}, context={cfg['context']} ({cfg['context_tokens']} tokens), seed={cfg['seed']}.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for r in rows:
+        natural = r["natural"]
+        cells = [_escape(r["question"]) + f" ({r['answer']})", f"{natural['full']['p_correct']:.3f}",
+                 _cell(natural.get(str(k_attack)), r["natural_flipped"].get(str(k_attack), False))]
+        if r["status"] == "skipped":
+            cells += [""] * len(ks) + [f"skipped: {r['skip_reason']}", ""]
+        else:
+            cells += [_cell(r["scores"].get(str(k)), r["flipped"].get(str(k), False)) for k in ks]
+            mark = "" if r["success"] else " (attack failed)"
+            cells += [f"`{_escape(r['adv_text'])}`{mark}", str(r["steps"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Cells are P(correct) / P(wrong) of the answer token sets; bold marks a flip "
+                 "(full attention right, sparse wrong). The Sparse probs cell is bold for a natural flip.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        print(render(args.run_dir))
+    except FileNotFoundError as exc:
+        print(f"harness.report: error: {args.run_dir} is not a run directory ({exc.filename} missing)", file=sys.stderr)
+        return 2
+    except (json.JSONDecodeError, KeyError) as exc:
+        print(f"harness.report: error: {args.run_dir} has an unreadable result ({exc})", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

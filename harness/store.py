@@ -1,0 +1,94 @@
+"""The run directory: manifest, append-only results and summary (docs/results-schema.md).
+
+Rows are flushed and fsynced one item at a time, so an interrupted run loses no
+finished item; a torn last line (killed mid-write) is dropped on resume. Resuming
+requires an equal config, so rows of two different experiments never mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .options import UsageError
+from .stats import summarize
+
+
+class RunStore:
+    def __init__(self, out: str | Path):
+        self.dir = Path(out)
+        self.manifest_path = self.dir / "manifest.json"
+        self.results_path = self.dir / "results.jsonl"
+        self.summary_path = self.dir / "summary.json"
+
+    def open(self, manifest: dict) -> list[dict]:
+        """Create the run directory, or resume it; returns the rows already done."""
+        if self.manifest_path.exists():
+            self.check_resumable(manifest["config"])
+            return self._read_rows()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.results_path.exists() and self.results_path.stat().st_size:
+            raise UsageError(f"{self.results_path} exists without a manifest; refusing to mix runs")
+        _write_json_atomic(self.manifest_path, manifest)
+        self.results_path.touch()
+        return []
+
+    def check_resumable(self, config: dict) -> None:
+        """Refuse to add rows of a different experiment to an existing run directory."""
+        if not self.manifest_path.exists():
+            return
+        try:
+            old = json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError:
+            raise UsageError(f"{self.manifest_path} is unreadable; use another --out") from None
+        differences = _diff(old.get("config", {}), config)
+        if differences:
+            raise UsageError(
+                f"{self.dir} holds a run with a different config ({'; '.join(differences)}); "
+                "use another --out or the same options to resume"
+            )
+
+    def _read_rows(self) -> list[dict]:
+        if not self.results_path.exists():
+            return []
+        rows, good_bytes = [], 0
+        with open(self.results_path, "rb") as fh:
+            for raw in fh:
+                if not raw.endswith(b"\n"):
+                    break  # torn write from an interrupted run
+                try:
+                    rows.append(json.loads(raw))
+                except json.JSONDecodeError:
+                    break
+                good_bytes += len(raw)
+        if good_bytes != self.results_path.stat().st_size:
+            with open(self.results_path, "r+b") as fh:
+                fh.truncate(good_bytes)
+        return rows
+
+    def append(self, row: dict) -> None:
+        with open(self.results_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def write_summary(self, rows: list[dict], k_attack: int, k_sweep: list[int]) -> dict:
+        summary = summarize(rows, k_attack, k_sweep)
+        _write_json_atomic(self.summary_path, summary)
+        return summary
+
+
+# Growing --limit only adds items; the rows already written stay valid.
+RESUMABLE_KEYS = {"limit"}
+
+
+def _diff(old: dict, new: dict) -> list[str]:
+    keys = sorted((set(old) | set(new)) - RESUMABLE_KEYS)
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

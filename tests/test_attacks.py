@@ -1,0 +1,154 @@
+"""Scoring oracle and random search: cached/batched scoring is exact, and random search
+follows the seed's control flow with DESIGN.md's correction."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from tiny_models import tiny_model, tiny_tokenizer
+
+from attacks import FULL, Score, Target, available_attacks, get_attack
+from attacks.random_search import RandomSearchConfig, draw_candidates
+from attacks.vocab import attack_vocabulary
+from sparse import SparseConfig, sparse_attention
+from tasks import TaskItem
+
+
+@pytest.fixture(scope="module")
+def pair():
+    tok = tiny_tokenizer()
+    return tiny_model("qwen2", layers=3, vocab=len(tok), seed=1), tok
+
+
+def uncached_score(model, tok, prepared, adv, mode, sparse_cfg):
+    ids = torch.tensor([prepared.full_ids(adv)])
+    with torch.no_grad():
+        if mode == FULL:
+            logits = model(input_ids=ids).logits[0, -1]
+        else:
+            with sparse_attention(model, sparse_cfg.replace(k=mode)):
+                logits = model(input_ids=ids).logits[0, -1]
+    probs = torch.softmax(logits, -1)
+    return probs[list(prepared.correct_ids)].sum().item(), probs[list(prepared.wrong_ids)].sum().item()
+
+
+@pytest.mark.parametrize("method", ["stream", "window"])
+def test_cached_batched_scores_equal_uncached_single_scores(pair, method):
+    model, tok = pair
+    cfg = SparseConfig(method=method, k=2, block_q=4, block_k=4, dense_layers=1)
+    target = Target(model, tok, cfg, batch_size=3)
+    item = TaskItem(id="t-0", question="Is fire hot?", answer="yes")
+    prepared = target.prepare(item, "The weather was mild and the afternoon passed quietly. " * 3)
+    assert prepared.cut > 0 and prepared.cut % 4 == 0
+    cands = torch.randint(4, len(tok), (7, 3), generator=torch.Generator().manual_seed(0))
+    for mode in (FULL, 2, 3):
+        batched = target.score(prepared, cands, mode)
+        for adv, got in zip(cands.tolist(), batched):
+            pc, pw = uncached_score(model, tok, prepared, adv, mode, cfg)
+            assert got.p_correct == pytest.approx(pc, abs=1e-5)
+            assert got.p_wrong == pytest.approx(pw, abs=1e-5)
+
+
+def test_sparse_scores_differ_from_full(pair):
+    model, tok = pair
+    target = Target(model, tok, SparseConfig(k=1, block_q=4, block_k=4, dense_layers=1))
+    prepared = target.prepare(TaskItem(id="t-1", question="Is ice cold?", answer="yes"), "Water boils. " * 10)
+    full = target.score(prepared, torch.tensor([[5, 6, 7]]), FULL)[0]
+    sparse = target.score(prepared, torch.tensor([[5, 6, 7]]), 1)[0]
+    assert abs(full.p_correct - sparse.p_correct) > 1e-6
+
+
+def test_vocabulary_excludes_special_tokens(pair):
+    model, tok = pair
+    vocab = attack_vocabulary(tok, model.config.vocab_size).tolist()
+    assert not set(tok.all_special_ids) & set(vocab)
+    ascii_vocab = attack_vocabulary(tok, model.config.vocab_size, ascii_only=True).tolist()
+    assert set(ascii_vocab) < set(vocab)
+    assert all(tok.decode([i]).isascii() for i in ascii_vocab)
+
+
+class ScriptedTarget:
+    """Sparse attention answers wrongly when the candidate holds token 7; full attention
+    answers wrongly when it holds token 9. Records every call."""
+
+    def __init__(self, vocab_size=12):
+        self.tokenizer = _FakeTok()
+        self.model = SimpleNamespace(config=SimpleNamespace(vocab_size=vocab_size))
+        self.calls = []
+
+    def score(self, prepared, cands, mode):
+        self.calls.append((mode, cands.tolist()))
+        bad = 9 if mode == FULL else 7
+        return [Score(0.1, 0.9, "x") if bad in row else Score(0.9, 0.1, "y") for row in cands.tolist()]
+
+
+class _FakeTok:
+    all_special_ids = [0]
+
+    def __len__(self):
+        return 12
+
+    def decode(self, ids):
+        return " ".join(map(str, ids))
+
+    def batch_decode(self, seqs):
+        return [self.decode(s) for s in seqs]
+
+
+def expected_first_success(seed, steps, n_adv=3):
+    vocab = torch.arange(1, 12)
+    gen = torch.Generator().manual_seed(seed)
+    for step in range(1, steps + 1):
+        cand = draw_candidates(gen, vocab, 1, n_adv)[0].tolist()
+        if 7 in cand and 9 not in cand:
+            return step, cand
+    return None, None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_random_search_stops_at_first_success_in_draw_order(seed):
+    run = get_attack("random").run
+    want_step, want_adv = expected_first_success(seed, 200)
+    assert want_step is not None
+    results = []
+    for batch in (1, 5, 64):
+        target = ScriptedTarget()
+        res = run(target, None, RandomSearchConfig(steps=200, batch_size=batch), seed)
+        results.append((res.steps, res.adv_ids, res.success))
+        # full attention is consulted only on candidates sparse attention gets wrong
+        for mode, cands in target.calls:
+            if mode == FULL:
+                assert all(7 in c for c in cands)
+    assert results == [(want_step, want_adv, True)] * 3
+
+
+def test_random_search_reports_failure_after_budget():
+    class NeverWrong(ScriptedTarget):
+        def score(self, prepared, cands, mode):
+            return [Score(0.9, 0.1, "y") for _ in cands.tolist()]
+
+    res = get_attack("random").run(NeverWrong(), None, RandomSearchConfig(steps=37, batch_size=8), 0)
+    assert (res.success, res.steps, len(res.adv_ids)) == (False, 37, 3)
+
+
+def test_random_search_is_deterministic_by_seed(pair):
+    model, tok = pair
+    target = Target(model, tok, SparseConfig(k=1, block_q=4, block_k=4, dense_layers=1))
+    prepared = target.prepare(TaskItem(id="t-2", question="Is 100 an even number?", answer="yes"), "")
+    run = get_attack("random").run
+    cfg = RandomSearchConfig(steps=20, k_attack=1, batch_size=8)
+    a, b, c = run(target, prepared, cfg, 5), run(target, prepared, cfg, 5), run(target, prepared, cfg, 6)
+    assert (a.adv_ids, a.steps, a.success) == (b.adv_ids, b.steps, b.success)
+    assert a.adv_ids != c.adv_ids or a.steps != c.steps
+
+
+@pytest.mark.parametrize("field", ["n_adv", "steps", "k_attack", "batch_size"])
+def test_random_search_config_rejects_nonpositive(field):
+    with pytest.raises(ValueError, match=field):
+        RandomSearchConfig(**{field: 0})
+
+
+def test_registry_lists_random_and_rejects_unknown():
+    assert "random" in available_attacks()
+    with pytest.raises(KeyError, match="unknown attack 'nope'; known attacks: .*random"):
+        get_attack("nope")

@@ -1,0 +1,165 @@
+"""`python -m harness.run` end to end on a tiny local model: CLI errors, results schema,
+determinism, resume, report and W&B offline files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tiny_models import save_tiny_pair
+
+from harness.options import resolve
+from harness.run import main
+from harness.report import render
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-llama")
+    save_tiny_pair(path, "llama", layers=3, seed=3)
+    return path
+
+
+@pytest.fixture(scope="module")
+def suite_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("suite") / "suite.jsonl"
+    questions = ["Is fire hot?", "Is ice cold?", "Is the sun a star?", "Is Rome in Belgium?",
+                 "Is 100 an even number?", "Do fish swim?", "Can dogs fly?", "Is water wet?"]
+    lines = [json.dumps({"question": q, "answer": a}) for q, a in zip(questions, ["yes", "no"] * 4)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def base_args(model_dir, suite_file, out):
+    return ["--model", str(model_dir), "--suite", str(suite_file), "--out", str(out), "--steps", "12",
+            "--k-sweep", "1,2,8", "--k-attack", "1", "--block-size", "4", "--dense-layers", "1",
+            "--context-tokens", "24", "--batch-size", "4", "--wandb", "disabled"]
+
+
+def read_rows(out):
+    return [json.loads(line) for line in (Path(out) / "results.jsonl").read_text().splitlines()]
+
+
+def without_timing(rows):
+    return [{k: v for k, v in r.items() if k != "timing"} for r in rows]
+
+
+def test_run_writes_schema_and_is_deterministic(model_dir, suite_file, tmp_path, capsys):
+    assert main(base_args(model_dir, suite_file, tmp_path / "a")) == 0
+    printed = capsys.readouterr().out
+    assert "flip rate" in printed and "results:" in printed
+    assert main(base_args(model_dir, suite_file, tmp_path / "b")) == 0
+    rows_a, rows_b = read_rows(tmp_path / "a"), read_rows(tmp_path / "b")
+    assert len(rows_a) == 8 and without_timing(rows_a) == without_timing(rows_b)
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["config"]["k_sweep"] == [1, 2, 8]
+    assert manifest["config"]["attack_params"]["steps"] == 12
+    assert set(manifest["versions"]) >= {"python", "torch", "transformers"}
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    attacked = [r for r in rows_a if r["status"] == "attacked"]
+    assert summary["n_attacked"] == len(attacked)
+    assert summary["n_items"] == 8
+    for r in rows_a:
+        assert set(r["natural"]) == {"full", "1", "2", "8"}
+        if r["status"] == "skipped":
+            assert not r["natural"]["full"]["correct"] and r["scores"] is None
+            continue
+        assert r["natural"]["full"]["correct"]
+        for k in ("1", "2", "8"):
+            assert r["flipped"][k] == (r["scores"]["full"]["correct"] and not r["scores"][k]["correct"])
+            assert r["scores"][k]["correct"] == (r["scores"][k]["p_correct"] > r["scores"][k]["p_wrong"])
+        assert r["success"] == r["flipped"]["1"] or not r["success"]
+        assert r["verified"] == (r["success"] and r["scores"]["8"]["correct"])
+        assert len(r["adv_ids"]) == 3 and 1 <= r["steps"] <= 12
+    k1 = next(e for e in summary["per_k"] if e["k"] == 1)
+    assert k1["n_flipped"] == sum(r["flipped"]["1"] for r in attacked)
+    table = render(tmp_path / "a")
+    assert table.count("\n| ") == 9  # header + 8 items
+
+
+def test_resume_after_interruption_gives_the_same_rows(model_dir, suite_file, tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(base_args(model_dir, suite_file, full)) == 0
+    assert main(base_args(model_dir, suite_file, cut) + ["--limit", "3"]) == 0
+    # simulate a kill mid-write of the fourth row
+    with open(cut / "results.jsonl", "a") as fh:
+        fh.write('{"item_id": "suite-003", "quest')
+    assert main(base_args(model_dir, suite_file, cut)) == 0
+    assert without_timing(read_rows(cut)) == without_timing(read_rows(full))
+    assert main(base_args(model_dir, suite_file, cut)) == 0  # nothing left: no duplicates
+    assert len(read_rows(cut)) == 8
+
+
+def test_resume_with_different_config_is_refused(model_dir, suite_file, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(base_args(model_dir, suite_file, out) + ["--limit", "1"]) == 0
+    capsys.readouterr()
+    assert main(base_args(model_dir, suite_file, out) + ["--limit", "1", "--seed", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different config" in err[0] and "seed: 0 -> 5" in err[0]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--attack", "nope"], "unknown attack 'nope'"),
+        (["--method", "nope"], "unknown sparse method 'nope'"),
+        (["--suite", "nope"], "nope"),
+        (["--k-attack", "0"], "--k-attack must be an integer >= 1"),
+        (["--k-sweep", ""], "--k-sweep must list at least one k"),
+        (["--k-sweep", "2,x"], "comma-separated integers"),
+        (["--block-size", "0"], "--block-q must be an integer >= 1"),
+        (["--steps", "-1"], "--steps must be an integer >= 0"),
+        (["--context", "poem"], "unknown context 'poem'"),
+        (["--config", "/nonexistent.yaml"], "cannot read config file"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(model_dir, suite_file, tmp_path, extra, message):
+    done = subprocess.run([sys.executable, "-m", "harness.run", *base_args(model_dir, suite_file, tmp_path / "x"), *extra],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline"})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr
+
+
+def test_unknown_model_exits_2(suite_file, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "harness.run", "--model", str(tmp_path / "missing-model"),
+                           "--suite", str(suite_file), "--out", str(tmp_path / "o"), "--wandb", "disabled"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "missing-model" in done.stderr.strip().splitlines()[-1]
+
+
+def test_yaml_config_is_read_and_flags_override_it(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("k-attack: 6\nsteps: 7\nk_sweep: [3, 5]\nblock_size: 16\n")
+    opts = resolve(["--config", str(cfg), "--steps", "9"])
+    assert (opts["k_attack"], opts["steps"], opts["k_sweep"], opts["block_q"], opts["block_k"]) == (6, 9, [3, 5, 6], 16, 16)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("colour: red\n")
+    with pytest.raises(ValueError, match="unknown option 'colour'"):
+        resolve(["--config", str(bad)])
+
+
+def test_wandb_offline_writes_run_files(model_dir, suite_file, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    out = tmp_path / "w"
+    args = base_args(model_dir, suite_file, out)
+    args[args.index("--wandb") + 1] = "auto"
+    assert main(args + ["--limit", "2"]) == 0
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("run-*.wandb"))
+    table = json.loads(next((runs[0] / "files" / "media" / "table").glob("adversarial_examples_*.json")).read_text())
+    rows = read_rows(out)
+    assert [r[0] for r in table["data"]] == [r["item_id"] for r in rows]
+    assert "p_correct_k1" in table["columns"]
+    curve = json.loads(next((runs[0] / "files" / "media" / "table").glob("flip_rate_vs_k_*.json")).read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert curve["data"] == [[e["k"], e["flip_rate"], e["ci_low"], e["ci_high"]] for e in summary["per_k"]]
