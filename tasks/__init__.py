@@ -1,0 +1,20 @@
+"""Yes/no task suites, answer token sets, context builders and prompt assembly."""
+
+from .answers import AnswerSets, answer_token_sets
+from .contexts import available_contexts, build_context
+from .items import TaskItem
+from .prompts import PromptParts, build_prompt
+from .suites import SuiteError, available_suites, load_suite
+
+__all__ = [
+    "AnswerSets",
+    "PromptParts",
+    "SuiteError",
+    "TaskItem",
+    "answer_token_sets",
+    "available_contexts",
+    "available_suites",
+    "build_context",
+    "build_prompt",
+    "load_suite",
+]

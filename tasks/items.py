@@ -1,0 +1,40 @@
+"""`TaskItem`: one yes/no question with its correct answer.
+
+Answers are normalised to "yes"/"no" at construction so that everything
+downstream (answer token sets, flip detection) compares two fixed strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ANSWERS = ("yes", "no")
+_SPELLINGS = {"yes": "yes", "true": "yes", "1": "yes", "no": "no", "false": "no", "0": "no"}
+ACCEPTED = "yes/no/true/false/1/0"
+
+
+def normalise_answer(value) -> str | None:
+    """'yes' or 'no' for yes/no/true/false/1/0 in any case (or a bool), else None."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return None
+    return _SPELLINGS.get(str(value).strip().lower())
+
+
+@dataclass(frozen=True)
+class TaskItem:
+    """A yes/no question; `context` is an optional passage shown before it (BoolQ)."""
+
+    id: str
+    question: str
+    answer: str
+    context: str | None = None
+
+    def __post_init__(self):
+        answer = normalise_answer(self.answer)
+        if answer is None:
+            raise ValueError(f"item {self.id!r}: answer must be one of {ACCEPTED}, got {self.answer!r}")
+        object.__setattr__(self, "answer", answer)
+        if not isinstance(self.question, str) or not self.question.strip():
+            raise ValueError(f"item {self.id!r}: empty question")

@@ -1,0 +1,73 @@
+"""Prompt assembly at the token-id level: prefix + adversarial ids + suffix.
+
+The prompt is rendered once (with the tokenizer's chat template, or a plain
+fallback) around a marker where the adversarial tokens go. The text before the
+marker (template head and context) and after it (question and template tail)
+are tokenised separately: every candidate then shares the same prefix ids (its
+KV cache is reused), and the adversarial ids are inserted as ids, never
+re-tokenised together with their neighbours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .contexts import SEPARATOR
+from .items import TaskItem
+
+ADV_MARKER = "\u2063<<FLIPBENCH_ADV>>\u2063"  # invisible separators: no template or text contains it
+INSTRUCTION = " Answer with yes or no."
+PLAIN_TEMPLATE = "{context}{marker}Question: {question}" + INSTRUCTION + "\nAnswer:"
+
+
+@dataclass(frozen=True)
+class PromptParts:
+    """Token ids around the adversarial position: prefix_ids + adversarial ids + suffix_ids."""
+
+    prefix_ids: list[int]
+    suffix_ids: list[int]
+
+
+def _context(context_text: str, passage: str | None) -> str:
+    """Context then passage, each followed by a blank line, so the adversarial tokens start fresh."""
+    parts = [text.rstrip() for text in (context_text, passage) if text and text.strip()]
+    return "".join(part + SEPARATOR for part in parts)
+
+
+def _bos_id(tokenizer) -> int | None:
+    """The BOS id if the tokenizer adds one on its own when encoding (the plain template keeps it)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return None
+    with_special = tokenizer.encode("a", add_special_tokens=True)
+    without = tokenizer.encode("a", add_special_tokens=False)
+    return bos if with_special[:1] == [bos] and without[:1] != [bos] else None
+
+
+def render(tokenizer, item: TaskItem, context_text: str = "") -> str:
+    """The prompt text with `ADV_MARKER` where the adversarial tokens go."""
+    question = item.question.strip() if isinstance(item.question, str) else ""
+    if not question:
+        raise ValueError(f"item {item.id!r}: empty question")
+    context = _context(context_text, item.context)
+    if getattr(tokenizer, "chat_template", None):
+        content = context + ADV_MARKER + question + INSTRUCTION
+        text = tokenizer.apply_chat_template([{"role": "user", "content": content}],
+                                             tokenize=False, add_generation_prompt=True)
+    else:
+        text = PLAIN_TEMPLATE.format(context=context, marker=ADV_MARKER, question=question)
+    if text.count(ADV_MARKER) != 1:
+        raise ValueError("the chat template dropped or repeated the adversarial marker; cannot split the prompt")
+    return text
+
+
+def build_prompt(tokenizer, item: TaskItem, context_text: str = "") -> PromptParts:
+    """Prefix (template head + context) and suffix (question + template tail) token ids."""
+    text = render(tokenizer, item, context_text)
+    head, tail = text.split(ADV_MARKER)
+    prefix = tokenizer.encode(head, add_special_tokens=False) if head else []
+    if not getattr(tokenizer, "chat_template", None):
+        bos = _bos_id(tokenizer)
+        if bos is not None:
+            prefix = [bos] + prefix
+    return PromptParts(prefix_ids=list(prefix), suffix_ids=list(tokenizer.encode(tail, add_special_tokens=False)))
