@@ -33,12 +33,13 @@ def render(run_dir: Path) -> str:
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines() if line.strip()]
     k_attack = cfg["k_attack"]
     ks = sorted(cfg["k_sweep"], reverse=True)
+    context = cfg["context"] if cfg["context"] == "none" else f"{cfg['context']} ({cfg['context_tokens']} tokens)"
     header = ["Question", "Vanilla probs", f"Sparse probs (k={k_attack})"]
-    header += [f"k={k}" + (" (attack)" if k == k_attack else "") for k in ks] + ["Adv tokens", "Steps"]
+    header += ["Full (adv)"] + [f"k={k}" + (" (attack)" if k == k_attack else "") for k in ks] + ["Adv tokens", "Steps"]
     lines = [
         f"Run `{run_dir}`: model `{cfg['model']}`, method `{cfg['method']}`, attack `{cfg['attack']}`, "
         f"k_attack={k_attack}, b_q={cfg['block_q']}, b_k={cfg['block_k']}, dense layers={cfg['dense_layers']}, "
-        f"n_adv={cfg['n_adv']}, context={cfg['context']} ({cfg['context_tokens']} tokens), seed={cfg['seed']}.",
+        f"n_adv={cfg['n_adv']}, context={context}, seed={cfg['seed']}, suite={cfg['suite']}.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -48,15 +49,18 @@ def render(run_dir: Path) -> str:
         cells = [_escape(r["question"]) + f" ({r['answer']})", f"{natural['full']['p_correct']:.3f}",
                  _cell(natural.get(str(k_attack)), r["natural_flipped"].get(str(k_attack), False))]
         if r["status"] == "skipped":
-            cells += [""] * len(ks) + [f"skipped: {r['skip_reason']}", ""]
+            cells += [""] * (len(ks) + 1) + [f"skipped: {r['skip_reason']}", ""]
         else:
+            cells += [_cell(r["scores"]["full"], False)]
             cells += [_cell(r["scores"].get(str(k)), r["flipped"].get(str(k), False)) for k in ks]
             mark = "" if r["success"] else " (attack failed)"
             cells += [f"`{_escape(r['adv_text'])}`{mark}", str(r["steps"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Cells are P(correct) / P(wrong) of the answer token sets; bold marks a flip "
-                 "(full attention right, sparse wrong). The Sparse probs cell is bold for a natural flip.")
+    lines.append("Vanilla: P(correct) under full attention without adversarial tokens. Other cells: "
+                 "P(correct) / P(wrong) of the answer token sets; Full (adv) and k=... use the adversarial "
+                 "tokens. Bold marks a flip (full attention right, sparse wrong); a bold Sparse probs cell "
+                 "is a natural flip.")
     return "\n".join(lines)
 
 
