@@ -1,0 +1,328 @@
+"""Greedy Coordinate Gradient (Zou et al. 2023) aimed at sparse attention.
+
+Objective, minimised over the adversarial ids x:
+
+    L(x) = m_sparse(x) + full_weight * relu(full_margin - m_full(x))
+    m(x) = log P(correct set | prompt(x)) - log P(wrong set | prompt(x))
+
+P(set) is the summed next-token probability of an answer set, m_sparse under
+sparse attention at k_attack, m_full under full attention on the same prompt.
+Why these terms: the harness judges an answer by P(a) > P(ā) over the *sets*, so
+the sign of a margin is exactly the verdict (m_sparse < 0: sparse attention answers
+wrongly), and a log ratio has useful gradients at any confidence, unlike a
+probability. The hinge keeps full attention right with slack `full_margin` (tau)
+and is flat once it is: then its gradient is zero, the full-attention backward is
+skipped, and the search spends its effort on the sparse side. Success is
+m_sparse < 0 and m_full > 0, confirmed with `Target.score` on a batch of one (what
+the harness's sweep computes), so the attack and the results file always agree.
+
+One step:
+1. Token gradient at x: the adversarial slot is a one-hot [n_adv, V] times the
+   embedding matrix, fed as `inputs_embeds` after the prefix KV cache, logits at
+   the answer position only, backward to the one-hot only. Under sparse attention
+   `select_blocks` runs under no_grad, so the selection of the current x is held
+   fixed for the step while gradients flow through `block_sparse_attention`.
+2. Candidates: `search_width` copies of x, each with `n_replace` positions set to
+   one of the `topk` allowed tokens of most negative gradient there, drawn from a
+   torch.Generator seeded by rng_seed. Duplicates and candidates scored before are
+   dropped (their margins are remembered).
+3. Scoring: m_sparse for every candidate, batched from the block-aligned prefix
+   cache. m_full only in increasing order of m_sparse until the best L found is
+   <= the next m_sparse, a lower bound on L (the hinge is >= 0), or `full_checks`
+   candidates: while full attention is comfortably right the argmin of L is exact
+   after one small forward, and most candidates never get a full-attention pass.
+   Full attention has no block selection, so its cache holds the whole prefix and
+   its forwards start at x.
+4. Move: with `buffer_size` 0, x becomes the step's best candidate even when it is
+   worse than x (Zou et al.; escapes local minima, remembered margins make revisits
+   free); with n >= 1, x is the best of the n best kept (greedy). The best
+   candidate so far is tracked either way, and is the result when nothing flips.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from sparse import sparse_attention
+
+from .registry import AttackResult, register_attack
+from .target import FULL, PreparedItem, Target
+from .vocab import attack_vocabulary
+
+
+@dataclass(frozen=True)
+class GCGConfig:
+    n_adv: int = 3
+    steps: int = 200
+    k_attack: int = 4
+    batch_size: int = 16
+    ascii_only: bool = False
+    search_width: int = 64
+    topk: int = 256
+    n_replace: int = 1
+    buffer_size: int = 0  # 0: x moves to each step's best (escapes local minima); n: x = best of n kept
+    full_weight: float = 1.0  # lambda: weight of the full-attention hinge
+    full_margin: float = 0.2  # tau: log-ratio full attention must keep, P(a)/P(ā) >= e^tau
+    full_checks: int = 4  # most candidates per step scored under full attention
+
+    def __post_init__(self):
+        for name, minimum in (("n_adv", 1), ("steps", 1), ("k_attack", 1), ("batch_size", 1), ("search_width", 1),
+                              ("topk", 1), ("n_replace", 1), ("buffer_size", 0), ("full_checks", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"gcg: {name} must be an integer >= {minimum}, got {value!r}")
+        if self.n_replace > self.n_adv:
+            raise ValueError(f"gcg: n_replace ({self.n_replace}) must be <= n_adv ({self.n_adv})")
+        for name in ("full_weight", "full_margin"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"gcg: {name} must be a finite number >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A scored candidate; `loss` is inf (unknown, at least `margin_sparse`) when the
+    full-attention margin was never needed."""
+
+    ids: tuple[int, ...]
+    loss: float
+    margin_sparse: float | None
+    margin_full: float | None
+
+
+class GCGSearch:
+    """The state of one GCG optimisation of one item; `step()` runs one step.
+
+    `sparse=False` drops the sparse term, L = m_full (make full attention answer
+    wrongly): the single-mode objective nanoGCG optimises, used by the benchmark.
+    """
+
+    def __init__(self, target: Target, prepared: PreparedItem, config: GCGConfig, rng_seed: int,
+                 sparse: bool = True):
+        self.target, self.prepared, self.config, self.sparse = target, prepared, config, sparse
+        self.model = target.model
+        self.device = target.device
+        self.gen = torch.Generator().manual_seed(rng_seed)
+        self.vocab = attack_vocabulary(target.tokenizer, self.model.config.vocab_size, config.ascii_only)
+        self.correct = list(prepared.correct_ids)
+        self.wrong = list(prepared.wrong_ids)
+        self.suffix = torch.tensor(prepared.suffix_ids, dtype=torch.long, device=self.device)
+        self._full_layers = None
+        self._grad_for = None  # (ids, gradient) of the last x
+        self.seen: dict[tuple[int, ...], Entry] = {}
+        self.flip: Entry | None = None
+        self.n_full = 0  # candidates of the last step scored under full attention
+        init = self.vocab[torch.randint(len(self.vocab), (max(1, config.buffer_size), config.n_adv),
+                                        generator=self.gen)]
+        self.buffer = sorted(self._evaluate(init), key=lambda e: e.loss)[: max(1, config.buffer_size)]
+        self.n_scored = len(init)  # candidates of the last step scored at all
+        self.x = self.best = self.buffer[0]
+
+    # -- forwards ----------------------------------------------------------------------
+
+    def _attention(self, mode):
+        cfg = self.target.config_for(mode)
+        return nullcontext() if cfg is None else sparse_attention(self.model, cfg)
+
+    def _margin(self, logits: torch.Tensor) -> torch.Tensor:
+        """log P(correct set) - log P(wrong set); the softmax normaliser cancels."""
+        logits = logits.float()
+        return torch.logsumexp(logits[:, self.correct], -1) - torch.logsumexp(logits[:, self.wrong], -1)
+
+    @torch.no_grad()
+    def _full_cache(self, batch: int) -> DynamicCache:
+        """The whole prefix under full attention (no block boundary to respect), repeated."""
+        if self._full_layers is None:
+            cache = self.target.prefix_cache(self.prepared, FULL, 1) or DynamicCache(config=self.model.config)
+            rest = self.prepared.prefix_ids[self.prepared.cut:]
+            if rest:
+                self.model(input_ids=torch.tensor([rest], device=self.device), past_key_values=cache,
+                           use_cache=True, logits_to_keep=1)
+            self._full_layers = [(layer.keys, layer.values) for layer in cache.layers]
+        return DynamicCache(ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
+                                            for k, v in self._full_layers], config=self.model.config)
+
+    def _inputs(self, mode, batch: int):
+        """(cache, ids before the slot) for a forward of `batch` rows under `mode`."""
+        if mode == FULL:
+            return self._full_cache(batch), []
+        return self.target.prefix_cache(self.prepared, mode, batch), self.prepared.prefix_ids[self.prepared.cut:]
+
+    def margins(self, cands: torch.Tensor, mode) -> torch.Tensor:
+        """Margins [N] of candidate rows under `mode`, `batch_size` rows per forward.
+
+        The forwards run in inference mode (no autograd bookkeeping); the caches are
+        built outside it because the gradient pass reuses them."""
+        out = []
+        for chunk in cands.split(self.config.batch_size):
+            cache, head = self._inputs(mode, chunk.shape[0])
+            head = torch.tensor(head, dtype=torch.long, device=self.device).expand(chunk.shape[0], -1)
+            ids = torch.cat([head, chunk.to(self.device), self.suffix.expand(chunk.shape[0], -1)], dim=1)
+            with torch.inference_mode(), self._attention(mode):
+                logits = self.model(input_ids=ids, past_key_values=cache, use_cache=cache is not None,
+                                    logits_to_keep=1).logits[:, -1]
+            out.append(self._margin(logits))
+        return torch.cat(out).cpu()
+
+    def token_gradient(self, x: torch.Tensor, mode) -> tuple[torch.Tensor, float]:
+        """(d margin / d one-hot [n_adv, V], margin) at adversarial ids `x` under `mode`."""
+        weight = self.model.get_input_embeddings().weight
+        one_hot = torch.zeros(len(x), weight.shape[0], dtype=weight.dtype, device=self.device)
+        one_hot[torch.arange(len(x)), x.to(self.device)] = 1
+        one_hot.requires_grad_(True)
+        cache, head = self._inputs(mode, 1)
+        embed = self.model.get_input_embeddings()
+        with torch.no_grad():
+            head_embeds = embed(torch.tensor(head, dtype=torch.long, device=self.device))
+            suffix_embeds = embed(self.suffix)
+        embeds = torch.cat([head_embeds, one_hot @ weight, suffix_embeds])[None]
+        with self._attention(mode):
+            logits = self.model(inputs_embeds=embeds, past_key_values=cache, use_cache=cache is not None,
+                                logits_to_keep=1).logits[:, -1]
+        margin = self._margin(logits)[0]
+        (grad,) = torch.autograd.grad(margin, one_hot)
+        return grad.cpu(), margin.item()
+
+    # -- objective ---------------------------------------------------------------------
+
+    def _loss(self, ms: float | None, mf: float) -> float:
+        if not self.sparse:
+            return mf
+        return ms + self.config.full_weight * max(0.0, self.config.full_margin - mf)
+
+    def _objective_gradient(self, x: tuple[int, ...]) -> torch.Tensor:
+        """dL/d one-hot at x (the hinge's part only while it is active); reused while x stays."""
+        if self._grad_for is not None and self._grad_for[0] == x:
+            return self._grad_for[1]
+        ids = torch.tensor(x, dtype=torch.long)
+        entry = self.seen[x]
+        if not self.sparse:
+            grad = self.token_gradient(ids, FULL)[0]
+        else:
+            grad = self.token_gradient(ids, self.config.k_attack)[0]
+            if self.config.full_weight > 0 and entry.margin_full < self.config.full_margin:
+                grad = grad - self.config.full_weight * self.token_gradient(ids, FULL)[0]
+        self._grad_for = (x, grad)
+        return grad
+
+    def _evaluate(self, cands: torch.Tensor) -> list[Entry]:
+        """Score new candidates; returns those whose loss is known.
+
+        Full attention scores them in increasing order of m_sparse until the best L
+        found is <= the next m_sparse (a lower bound on L: the hinge is >= 0), so the
+        argmin of L is exact, or until `full_checks` are scored (then it is the argmin
+        over those). The first forward takes one candidate, each later one as many as
+        were scored before: one row suffices while the hinge is flat."""
+        if not self.sparse:
+            self.n_full = len(cands)
+            mf = self.margins(cands, FULL).tolist()
+            entries = [Entry(tuple(c), m, None, m) for c, m in zip(cands.tolist(), mf)]
+            self.seen.update((e.ids, e) for e in entries)
+            return entries
+        ms = self.margins(cands, self.config.k_attack).tolist()
+        order = sorted(range(len(ms)), key=lambda i: ms[i])
+        rows = cands.tolist()
+        done: list[Entry] = []
+        best = math.inf
+        pos = 0
+        limit = min(len(order), self.config.full_checks)
+        while pos < limit and best > ms[order[pos]]:
+            chunk = order[pos : min(pos + max(1, pos), limit)]
+            mf = self.margins(cands[chunk], FULL).tolist()
+            for i, f in zip(chunk, mf):
+                entry = Entry(tuple(rows[i]), self._loss(ms[i], f), ms[i], f)
+                done.append(entry)
+                best = min(best, entry.loss)
+            pos += len(chunk)
+        self.n_full = pos
+        for i in order[pos:]:
+            self.seen[tuple(rows[i])] = Entry(tuple(rows[i]), math.inf, ms[i], None)
+        self.seen.update((e.ids, e) for e in done)
+        self._check_flips(done)
+        return done
+
+    def _check_flips(self, entries: list[Entry]) -> None:
+        """Keep the lowest-loss candidate that the harness's own scoring calls a flip."""
+        if self.flip is not None or not self.sparse:
+            return
+        for e in sorted(entries, key=lambda e: e.loss):
+            if e.margin_sparse < 0 < e.margin_full:
+                adv = torch.tensor([e.ids])
+                if (self.target.score(self.prepared, adv, FULL)[0].correct
+                        and not self.target.score(self.prepared, adv, self.config.k_attack)[0].correct):
+                    self.flip = e
+                    return
+
+    # -- one step ----------------------------------------------------------------------
+
+    def sample(self, x: tuple[int, ...], grad: torch.Tensor) -> torch.Tensor:
+        """`search_width` candidates from the top-k gradient substitutions (allowed ids only)."""
+        cfg = self.config
+        k = min(cfg.topk, len(self.vocab))
+        top = self.vocab[(-grad[:, self.vocab]).topk(k, dim=1).indices]  # [n_adv, k]
+        pos = torch.rand((cfg.search_width, cfg.n_adv), generator=self.gen).argsort(-1)[:, : cfg.n_replace]
+        pick = torch.randint(k, (cfg.search_width, cfg.n_replace), generator=self.gen)
+        cands = torch.tensor(x).repeat(cfg.search_width, 1)
+        cands.scatter_(1, pos, top[pos, pick])
+        return cands
+
+    def step(self) -> Entry | None:
+        """One GCG step from x; returns a confirmed flip, if any."""
+        cfg = self.config
+        cands = self.sample(self.x.ids, self._objective_gradient(self.x.ids))
+        fresh, keep, known = set(), [], []
+        for i, row in enumerate(cands.tolist()):
+            key = tuple(row)
+            if key in self.seen:
+                known.append(self.seen[key])
+            elif key not in fresh:
+                fresh.add(key)
+                keep.append(i)
+        self.n_scored, self.n_full = len(keep), 0
+        entries = self._evaluate(cands[keep]) if keep else []
+        scored = [e for e in entries + known if math.isfinite(e.loss)]
+        if scored:
+            step_best = min(scored, key=lambda e: e.loss)
+            self.best = min(self.best, step_best, key=lambda e: e.loss)
+            if cfg.buffer_size == 0:
+                self.x = step_best
+            else:
+                self.buffer = sorted(self.buffer + entries, key=lambda e: e.loss)[: cfg.buffer_size]
+                self.x = self.buffer[0]
+        return self.flip
+
+    def record(self, step: int, start: float) -> dict:
+        b = self.best
+        return {"step": step, "loss": b.loss, "margin_sparse": b.margin_sparse, "margin_full": b.margin_full,
+                "best_text": self.target.tokenizer.decode(list(b.ids)), "seconds": time.perf_counter() - start,
+                "x_loss": self.x.loss, "scored": self.n_scored, "scored_full": self.n_full}
+
+
+@register_attack("gcg", GCGConfig)
+def gcg(target: Target, prepared: PreparedItem, config: GCGConfig, rng_seed: int, progress=None) -> AttackResult:
+    """GCG towards a flip at k_attack; stops at the first confirmed flip.
+
+    `trace[0]` is the initial candidate, then one record per step of the best
+    candidate so far; `seconds` there is the time since the attack started.
+    """
+    start = time.perf_counter()
+    search = GCGSearch(target, prepared, config, rng_seed)
+    trace = [search.record(0, start)]
+    step = 0
+    while search.flip is None and step < config.steps:
+        step += 1
+        search.step()
+        trace.append(search.record(step, start))
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{search.best.loss:.3f}")
+    found = search.flip or search.best
+    ids = list(found.ids)
+    return AttackResult(adv_ids=ids, adv_text=target.tokenizer.decode(ids), steps=step,
+                        success=search.flip is not None, seconds=time.perf_counter() - start, trace=trace)
