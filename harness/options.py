@@ -209,7 +209,7 @@ def validate(opts: dict) -> None:
 
     for name in ("k_attack", "block_q", "block_k", "n_adv", "batch_size"):
         positive(name)
-    positive("steps", 0)
+    positive("steps")
     positive("dense_layers", 0)
     positive("context_tokens", 0)
     if opts.get("limit") is not None:

@@ -113,7 +113,7 @@ def test_resume_with_different_config_is_refused(model_dir, suite_file, tmp_path
         (["--k-sweep", ""], "--k-sweep must list at least one k"),
         (["--k-sweep", "2,x"], "comma-separated integers"),
         (["--block-size", "0"], "--block-q must be an integer >= 1"),
-        (["--steps", "-1"], "--steps must be an integer >= 0"),
+        (["--steps", "-1"], "--steps must be an integer >= 1"),
         (["--context", "poem"], "unknown context 'poem'"),
         (["--config", "/nonexistent.yaml"], "cannot read config file"),
     ],
