@@ -163,3 +163,21 @@ def test_wandb_offline_writes_run_files(model_dir, suite_file, tmp_path, monkeyp
     curve = json.loads(next((runs[0] / "files" / "media" / "table").glob("flip_rate_vs_k_*.json")).read_text())
     summary = json.loads((out / "summary.json").read_text())
     assert curve["data"] == [[e["k"], e["flip_rate"], e["ci_low"], e["ci_high"]] for e in summary["per_k"]]
+
+
+def test_plugin_registers_a_sparse_method_for_the_run(model_dir, suite_file, tmp_path):
+    plugin = tmp_path / "my_methods.py"
+    plugin.write_text(
+        "import torch\n"
+        "from sparse import register_sparse_method\n"
+        "@register_sparse_method('test_plugin_recent')\n"
+        "def recent(ctx):\n"
+        "    kb = torch.arange(ctx.layout.n_kblocks, dtype=torch.float32)\n"
+        "    return ctx.keep_top(slice(None), kb.expand(ctx.layout.n_qblocks, -1)[None, None])\n"
+    )
+    out = tmp_path / "p"
+    args = base_args(model_dir, suite_file, out) + ["--limit", "2", "--plugin", str(plugin), "--method", "test_plugin_recent"]
+    assert main(args) == 0
+    assert json.loads((out / "manifest.json").read_text())["config"]["method"] == "test_plugin_recent"
+    assert main(args) == 0  # resuming imports the plugin again without a double registration
+    assert main(base_args(model_dir, suite_file, tmp_path / "q") + ["--plugin", str(tmp_path / "none.py")]) == 2
