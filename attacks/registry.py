@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 
@@ -65,6 +65,3 @@ def get_attack(name: str) -> AttackSpec:
 def available_attacks() -> list[str]:
     return sorted(_ATTACKS)
 
-
-def config_dict(config) -> dict:
-    return asdict(config)

@@ -14,7 +14,6 @@ position, in the model's dtype (float32 on CPU).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -159,7 +158,3 @@ class Target:
             out[str(k)] = self.score(prepared, adv, int(k))[0]
         return out
 
-
-def max_k_for(prepared: PreparedItem, n_adv: int, block_k: int) -> int:
-    """Number of key blocks of the whole prompt: any k at or above it is full attention."""
-    return math.ceil((len(prepared.prefix_ids) + n_adv + len(prepared.suffix_ids)) / block_k)

@@ -126,11 +126,3 @@ def sparse_attention(model, cfg: SparseConfig, kernel: str = "gather"):
         AttentionInterface._global_mapping.pop(name, None)
         AttentionMaskInterface._global_mapping.pop(name, None)
 
-
-def sparse_forward_logits(model, input_ids, cfg: SparseConfig | None, attention_mask=None) -> torch.Tensor:
-    """Logits of one forward, sparse under `cfg` or full when `cfg` is None."""
-    with torch.no_grad():
-        if cfg is None:
-            return model(input_ids=input_ids, attention_mask=attention_mask).logits
-        with sparse_attention(model, cfg):
-            return model(input_ids=input_ids, attention_mask=attention_mask).logits
