@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tiny_models import greedy
 
 from sparse import SparseConfig, minimal_k, sparse_attention
 
@@ -13,16 +14,6 @@ def prompt(smollm2):
     _, tok = smollm2
     text = "The Eiffel Tower is in Paris. The Colosseum is in Rome. " * 6 + "The Eiffel Tower is in"
     return tok(text, return_tensors="pt").input_ids
-
-
-def greedy(model, ids, n):
-    out = []
-    with torch.no_grad():
-        for _ in range(n):
-            nxt = model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)
-            out.append(nxt)
-            ids = torch.cat([ids, nxt], 1)
-    return torch.cat(out, 1)
 
 
 def test_sparse_equals_full_at_large_k(smollm2, prompt):

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 import torch
-from tiny_models import tiny_model
+from tiny_models import greedy, tiny_model
 
 from sparse import (
     SparseConfig,
@@ -311,16 +311,6 @@ def test_density_of_full_selection_is_one():
     q, key, _ = qkv(1, 2, 2, 37, 37)
     cfg = SparseConfig(method="full", block_q=4, block_k=8)
     assert density(select_blocks(q, key, cfg), cfg, 37) == pytest.approx(1.0)
-
-
-def greedy(model, ids, n):
-    out = []
-    with torch.no_grad():
-        for _ in range(n):
-            nxt = model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)
-            out.append(nxt)
-            ids = torch.cat([ids, nxt], 1)
-    return torch.cat(out, 1)
 
 
 def test_minimal_k_is_the_smallest_agreeing_k():

@@ -72,3 +72,14 @@ def save_tiny_pair(path, arch: str = "llama", layers: int = 3, seed: int = 0):
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return model, tok
+
+
+def greedy(model, ids, n):
+    """Reference greedy decoding: the next `n` argmax tokens, full forward each time."""
+    out = []
+    with torch.no_grad():
+        for _ in range(n):
+            nxt = model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)
+            out.append(nxt)
+            ids = torch.cat([ids, nxt], 1)
+    return torch.cat(out, 1)
