@@ -3,10 +3,11 @@
 from . import gcg as _gcg  # noqa: F401  (registers "gcg")
 from . import random_search as _random_search  # noqa: F401  (registers "random")
 from .registry import AttackResult, AttackSpec, UnknownAttackError, available_attacks, get_attack, register_attack
-from .target import FULL, PreparedItem, Score, Target
+from .target import FULL, Mode, PreparedItem, Score, Target
 
 __all__ = [
     "FULL",
+    "Mode",
     "AttackResult",
     "AttackSpec",
     "PreparedItem",

@@ -2,7 +2,7 @@
 
 Objective, minimised over the adversarial ids x:
 
-    L(x) = m_sparse(x) + full_weight * relu(full_margin - m_full(x))
+    L(x) = m_sparse(x) + full_weight * relu(tau - m_full(x))
     m(x) = log P(correct set | prompt(x)) - log P(wrong set | prompt(x))
 
 P(set) is the summed next-token probability of an answer set, m_sparse under
@@ -10,10 +10,17 @@ sparse attention at k_attack, m_full under full attention on the same prompt.
 Why these terms: the harness judges an answer by P(a) > P(ā) over the *sets*, so
 the sign of a margin is exactly the verdict (m_sparse < 0: sparse attention answers
 wrongly), and a log ratio has useful gradients at any confidence, unlike a
-probability. The hinge keeps full attention right with slack `full_margin` (tau)
-and is flat once it is: then its gradient is zero, the full-attention backward is
-skipped, and the search spends its effort on the sparse side. Success is
-m_sparse < 0 and m_full > 0, confirmed with `Target.score` on a batch of one (what
+probability. The hinge keeps full attention right with slack tau and is flat once
+it is: then its gradient is zero, the full-attention backward is skipped, and the
+search spends its effort on the sparse side.
+
+Two margins, one meaning each: `full_margin` is the run's counting margin (the
+harness's `--full-margin`, a difference of probabilities P(a) - P(ā) that full
+attention must keep for a flip to count, default 0); `hinge_margin` is the hinge's
+log-ratio target. The hinge aims at tau = max(hinge_margin, log((1+m)/(1-m))) with
+m = full_margin, the smallest log-ratio that can satisfy the counting margin, so
+the search never relaxes before a candidate could count. Success is decided by
+`tasks.outcomes.classify` at full_margin on `Target.score` of a batch of one (what
 the harness's sweep computes), so the attack and the results file always agree.
 
 One step:
@@ -43,13 +50,11 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
 
-from sparse import sparse_attention
+from tasks.outcomes import classify
 
 from .registry import AttackResult, register_attack
 from .target import FULL, PreparedItem, Target
@@ -68,7 +73,8 @@ class GCGConfig:
     n_replace: int = 1
     buffer_size: int = 0  # 0: x moves to each step's best (escapes local minima); n: x = best of n kept
     full_weight: float = 1.0  # lambda: weight of the full-attention hinge
-    full_margin: float = 0.2  # tau: log-ratio full attention must keep, P(a)/P(ā) >= e^tau
+    hinge_margin: float = 0.2  # tau: log-ratio the hinge asks full attention to keep, P(a)/P(ā) >= e^tau
+    full_margin: float = 0.0  # the run's counting margin: success needs P(a) - P(ā) >= this under full attention
     full_checks: int = 4  # most candidates per step scored under full attention
 
     def __post_init__(self):
@@ -79,10 +85,19 @@ class GCGConfig:
                 raise ValueError(f"gcg: {name} must be an integer >= {minimum}, got {value!r}")
         if self.n_replace > self.n_adv:
             raise ValueError(f"gcg: n_replace ({self.n_replace}) must be <= n_adv ({self.n_adv})")
-        for name in ("full_weight", "full_margin"):
+        for name in ("full_weight", "hinge_margin", "full_margin"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"gcg: {name} must be a finite number >= 0, got {value!r}")
+        if self.full_margin >= 1:
+            raise ValueError(f"gcg: full_margin is a difference of probabilities and must be < 1, got {self.full_margin}")
+
+    @property
+    def tau(self) -> float:
+        """The hinge's log-ratio target: at least `hinge_margin`, and at least the log-ratio
+        that P(a) - P(ā) >= full_margin needs when P(a) + P(ā) = 1, so the hinge never stops
+        pushing before full attention is confident enough to count."""
+        return max(self.hinge_margin, math.log((1 + self.full_margin) / (1 - self.full_margin)))
 
 
 @dataclass(frozen=True)
@@ -96,24 +111,86 @@ class Entry:
     margin_full: float | None
 
 
+class FlipObjective:
+    """L = m_sparse + full_weight * relu(tau - m_full): wrong under sparse attention at
+    k_attack, right under full attention (the attack's goal)."""
+
+    def __init__(self, config: GCGConfig):
+        self.config = config
+
+    def loss(self, ms: float, mf: float) -> float:
+        return ms + self.config.full_weight * max(0.0, self.config.tau - mf)
+
+    def gradient(self, search: "GCGSearch", ids: torch.Tensor, entry: Entry) -> torch.Tensor:
+        """dL/d one-hot; the hinge's backward only while the hinge is active."""
+        grad = search.token_gradient(ids, self.config.k_attack)[0]
+        if self.config.full_weight > 0 and entry.margin_full < self.config.tau:
+            grad = grad - self.config.full_weight * search.token_gradient(ids, FULL)[0]
+        return grad
+
+    def evaluate(self, search: "GCGSearch", cands: torch.Tensor) -> list[Entry]:
+        """m_sparse for every candidate; m_full in increasing order of m_sparse until the best
+        L found is <= the next m_sparse (a lower bound on L: the hinge is >= 0), so the argmin
+        of L is exact, or until `full_checks` are scored (then it is the argmin over those).
+        The first full-attention forward takes one candidate, each later one as many as were
+        scored before: one row suffices while the hinge is flat."""
+        ms = search.margins(cands, self.config.k_attack).tolist()
+        order = sorted(range(len(ms)), key=lambda i: ms[i])
+        rows = cands.tolist()
+        done: list[Entry] = []
+        best = math.inf
+        pos = 0
+        limit = min(len(order), self.config.full_checks)
+        while pos < limit and best > ms[order[pos]]:
+            chunk = order[pos : min(pos + max(1, pos), limit)]
+            mf = search.margins(cands[chunk], FULL).tolist()
+            for i, f in zip(chunk, mf):
+                entry = Entry(tuple(rows[i]), self.loss(ms[i], f), ms[i], f)
+                done.append(entry)
+                best = min(best, entry.loss)
+            pos += len(chunk)
+        search.n_full = pos
+        for i in order[pos:]:
+            search.seen[tuple(rows[i])] = Entry(tuple(rows[i]), math.inf, ms[i], None)
+        return done
+
+    def may_flip(self, entry: Entry) -> bool:
+        return entry.margin_sparse < 0 < entry.margin_full
+
+
+class FullAttentionObjective:
+    """L = m_full (make full attention answer wrongly): the single-mode objective nanoGCG
+    optimises; the step benchmark compares the two implementations with it."""
+
+    def loss(self, ms, mf: float) -> float:
+        return mf
+
+    def gradient(self, search: "GCGSearch", ids: torch.Tensor, entry: Entry) -> torch.Tensor:
+        return search.token_gradient(ids, FULL)[0]
+
+    def evaluate(self, search: "GCGSearch", cands: torch.Tensor) -> list[Entry]:
+        search.n_full = len(cands)
+        mf = search.margins(cands, FULL).tolist()
+        return [Entry(tuple(c), m, None, m) for c, m in zip(cands.tolist(), mf)]
+
+    def may_flip(self, entry: Entry) -> bool:
+        return False
+
+
 class GCGSearch:
     """The state of one GCG optimisation of one item; `step()` runs one step.
 
-    `sparse=False` drops the sparse term, L = m_full (make full attention answer
-    wrongly): the single-mode objective nanoGCG optimises, used by the benchmark.
+    Every forward goes through `Target.answer_logits` (its prefix caches included);
+    what is minimised is the `objective` (default `FlipObjective`).
     """
 
     def __init__(self, target: Target, prepared: PreparedItem, config: GCGConfig, rng_seed: int,
-                 sparse: bool = True):
-        self.target, self.prepared, self.config, self.sparse = target, prepared, config, sparse
-        self.model = target.model
-        self.device = target.device
+                 objective=None):
+        self.target, self.prepared, self.config = target, prepared, config
+        self.objective = FlipObjective(config) if objective is None else objective
         self.gen = torch.Generator().manual_seed(rng_seed)
-        self.vocab = attack_vocabulary(target.tokenizer, self.model.config.vocab_size, config.ascii_only)
-        self.correct = list(prepared.correct_ids)
-        self.wrong = list(prepared.wrong_ids)
-        self.suffix = torch.tensor(prepared.suffix_ids, dtype=torch.long, device=self.device)
-        self._full_layers = None
+        self.vocab = attack_vocabulary(target.tokenizer, target.model.get_input_embeddings().weight,
+                                       config.ascii_only)
         self._grad_for = None  # (ids, gradient) of the last x
         self.seen: dict[tuple[int, ...], Entry] = {}
         self.flip: Entry | None = None
@@ -126,136 +203,59 @@ class GCGSearch:
 
     # -- forwards ----------------------------------------------------------------------
 
-    def _attention(self, mode):
-        cfg = self.target.config_for(mode)
-        return nullcontext() if cfg is None else sparse_attention(self.model, cfg)
-
-    def _margin(self, logits: torch.Tensor) -> torch.Tensor:
-        """log P(correct set) - log P(wrong set); the softmax normaliser cancels."""
-        logits = logits.float()
-        return torch.logsumexp(logits[:, self.correct], -1) - torch.logsumexp(logits[:, self.wrong], -1)
-
-    @torch.no_grad()
-    def _full_cache(self, batch: int) -> DynamicCache:
-        """The whole prefix under full attention (no block boundary to respect), repeated."""
-        if self._full_layers is None:
-            cache = self.target.prefix_cache(self.prepared, FULL, 1) or DynamicCache(config=self.model.config)
-            rest = self.prepared.prefix_ids[self.prepared.cut:]
-            if rest:
-                self.model(input_ids=torch.tensor([rest], device=self.device), past_key_values=cache,
-                           use_cache=True, logits_to_keep=1)
-            self._full_layers = [(layer.keys, layer.values) for layer in cache.layers]
-        return DynamicCache(ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
-                                            for k, v in self._full_layers], config=self.model.config)
-
-    def _inputs(self, mode, batch: int):
-        """(cache, ids before the slot) for a forward of `batch` rows under `mode`."""
-        if mode == FULL:
-            return self._full_cache(batch), []
-        return self.target.prefix_cache(self.prepared, mode, batch), self.prepared.prefix_ids[self.prepared.cut:]
-
     def margins(self, cands: torch.Tensor, mode) -> torch.Tensor:
-        """Margins [N] of candidate rows under `mode`, `batch_size` rows per forward.
-
-        The forwards run in inference mode (no autograd bookkeeping); the caches are
-        built outside it because the gradient pass reuses them."""
+        """Margins [N] of candidate rows under `mode`, `batch_size` rows per forward, in
+        inference mode. Full attention caches the whole prefix (no block boundary to keep)."""
         out = []
         for chunk in cands.split(self.config.batch_size):
-            cache, head = self._inputs(mode, chunk.shape[0])
-            head = torch.tensor(head, dtype=torch.long, device=self.device).expand(chunk.shape[0], -1)
-            ids = torch.cat([head, chunk.to(self.device), self.suffix.expand(chunk.shape[0], -1)], dim=1)
-            with torch.inference_mode(), self._attention(mode):
-                logits = self.model(input_ids=ids, past_key_values=cache, use_cache=cache is not None,
-                                    logits_to_keep=1).logits[:, -1]
-            out.append(self._margin(logits))
+            with torch.inference_mode():
+                logits = self.target.answer_logits(self.prepared, mode, adv_ids=chunk, whole_prefix=mode == FULL)
+            out.append(self.target.margins(self.prepared, logits))
         return torch.cat(out).cpu()
 
     def token_gradient(self, x: torch.Tensor, mode) -> tuple[torch.Tensor, float]:
-        """(d margin / d one-hot [n_adv, V], margin) at adversarial ids `x` under `mode`."""
-        weight = self.model.get_input_embeddings().weight
-        one_hot = torch.zeros(len(x), weight.shape[0], dtype=weight.dtype, device=self.device)
-        one_hot[torch.arange(len(x)), x.to(self.device)] = 1
+        """(d margin / d one-hot [n_adv, V], margin) at adversarial ids `x` under `mode`.
+
+        Under sparse attention `select_blocks` runs without gradients, so the selection
+        of x is held fixed while gradients flow through the block-sparse attention."""
+        weight = self.target.model.get_input_embeddings().weight
+        one_hot = torch.zeros(len(x), weight.shape[0], dtype=weight.dtype, device=self.target.device)
+        one_hot[torch.arange(len(x)), x.to(self.target.device)] = 1
         one_hot.requires_grad_(True)
-        cache, head = self._inputs(mode, 1)
-        embed = self.model.get_input_embeddings()
-        with torch.no_grad():
-            head_embeds = embed(torch.tensor(head, dtype=torch.long, device=self.device))
-            suffix_embeds = embed(self.suffix)
-        embeds = torch.cat([head_embeds, one_hot @ weight, suffix_embeds])[None]
-        with self._attention(mode):
-            logits = self.model(inputs_embeds=embeds, past_key_values=cache, use_cache=cache is not None,
-                                logits_to_keep=1).logits[:, -1]
-        margin = self._margin(logits)[0]
+        logits = self.target.answer_logits(self.prepared, mode, adv_embeds=(one_hot @ weight)[None],
+                                           whole_prefix=mode == FULL)
+        margin = self.target.margins(self.prepared, logits)[0]
         (grad,) = torch.autograd.grad(margin, one_hot)
         return grad.cpu(), margin.item()
 
     # -- objective ---------------------------------------------------------------------
 
-    def _loss(self, ms: float | None, mf: float) -> float:
-        if not self.sparse:
-            return mf
-        return ms + self.config.full_weight * max(0.0, self.config.full_margin - mf)
-
     def _objective_gradient(self, x: tuple[int, ...]) -> torch.Tensor:
-        """dL/d one-hot at x (the hinge's part only while it is active); reused while x stays."""
+        """dL/d one-hot at x; reused while x stays."""
         if self._grad_for is not None and self._grad_for[0] == x:
             return self._grad_for[1]
-        ids = torch.tensor(x, dtype=torch.long)
-        entry = self.seen[x]
-        if not self.sparse:
-            grad = self.token_gradient(ids, FULL)[0]
-        else:
-            grad = self.token_gradient(ids, self.config.k_attack)[0]
-            if self.config.full_weight > 0 and entry.margin_full < self.config.full_margin:
-                grad = grad - self.config.full_weight * self.token_gradient(ids, FULL)[0]
+        grad = self.objective.gradient(self, torch.tensor(x, dtype=torch.long), self.seen[x])
         self._grad_for = (x, grad)
         return grad
 
     def _evaluate(self, cands: torch.Tensor) -> list[Entry]:
-        """Score new candidates; returns those whose loss is known.
-
-        Full attention scores them in increasing order of m_sparse until the best L
-        found is <= the next m_sparse (a lower bound on L: the hinge is >= 0), so the
-        argmin of L is exact, or until `full_checks` are scored (then it is the argmin
-        over those). The first forward takes one candidate, each later one as many as
-        were scored before: one row suffices while the hinge is flat."""
-        if not self.sparse:
-            self.n_full = len(cands)
-            mf = self.margins(cands, FULL).tolist()
-            entries = [Entry(tuple(c), m, None, m) for c, m in zip(cands.tolist(), mf)]
-            self.seen.update((e.ids, e) for e in entries)
-            return entries
-        ms = self.margins(cands, self.config.k_attack).tolist()
-        order = sorted(range(len(ms)), key=lambda i: ms[i])
-        rows = cands.tolist()
-        done: list[Entry] = []
-        best = math.inf
-        pos = 0
-        limit = min(len(order), self.config.full_checks)
-        while pos < limit and best > ms[order[pos]]:
-            chunk = order[pos : min(pos + max(1, pos), limit)]
-            mf = self.margins(cands[chunk], FULL).tolist()
-            for i, f in zip(chunk, mf):
-                entry = Entry(tuple(rows[i]), self._loss(ms[i], f), ms[i], f)
-                done.append(entry)
-                best = min(best, entry.loss)
-            pos += len(chunk)
-        self.n_full = pos
-        for i in order[pos:]:
-            self.seen[tuple(rows[i])] = Entry(tuple(rows[i]), math.inf, ms[i], None)
+        """Score new candidates with the objective; returns those whose loss is known."""
+        done = self.objective.evaluate(self, cands)
         self.seen.update((e.ids, e) for e in done)
         self._check_flips(done)
         return done
 
     def _check_flips(self, entries: list[Entry]) -> None:
-        """Keep the lowest-loss candidate that the harness's own scoring calls a flip."""
-        if self.flip is not None or not self.sparse:
+        """Keep the lowest-loss candidate that the harness's own scoring calls a success
+        (`tasks.outcomes.classify` at the run's full_margin)."""
+        if self.flip is not None:
             return
         for e in sorted(entries, key=lambda e: e.loss):
-            if e.margin_sparse < 0 < e.margin_full:
+            if self.objective.may_flip(e):
                 adv = torch.tensor([e.ids])
-                if (self.target.score(self.prepared, adv, FULL)[0].correct
-                        and not self.target.score(self.prepared, adv, self.config.k_attack)[0].correct):
+                full = self.target.score(self.prepared, adv, FULL)[0]
+                sparse = self.target.score(self.prepared, adv, self.config.k_attack)[0]
+                if classify(full, sparse, self.config.full_margin).success:
                     self.flip = e
                     return
 

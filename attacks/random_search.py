@@ -7,8 +7,10 @@ Algorithm (x starts random; T = `steps` candidates in all):
                    x <- Uniform(V)^n_adv
 
 The seed checks full attention once, before the loop, on the prompt without x; we
-also require full attention to stay correct on the same prompt with x, so a
-success is a flip caused by sparsity, not a prompt the model gets wrong anyway.
+also require full attention to stay correct on the same prompt with x (by at least
+`full_margin` in P(a) - P(ā), the run's `--full-margin`), so a success is a flip
+caused by sparsity, not a prompt the model gets wrong anyway
+(`tasks.outcomes.classify(...).success`).
 (The harness skips items full attention gets wrong without x, as the seed does.)
 
 Candidates are drawn `batch_size` at a time from one seeded generator and scored
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tasks.outcomes import classify
+
 from .registry import AttackResult, register_attack
 from .target import FULL, PreparedItem, Target
 from .vocab import attack_vocabulary
@@ -35,11 +39,14 @@ class RandomSearchConfig:
     k_attack: int = 4
     batch_size: int = 16
     ascii_only: bool = False
+    full_margin: float = 0.0  # success needs P(a) - P(ā) >= full_margin under full attention
 
     def __post_init__(self):
         for name in ("n_adv", "steps", "k_attack", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"random search: {name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.full_margin < 1:
+            raise ValueError(f"random search: full_margin must be in [0, 1), got {self.full_margin}")
 
 
 def draw_candidates(gen: torch.Generator, vocab: torch.Tensor, count: int, n_adv: int) -> torch.Tensor:
@@ -51,7 +58,7 @@ def draw_candidates(gen: torch.Generator, vocab: torch.Tensor, count: int, n_adv
 def random_search(target: Target, prepared: PreparedItem, config: RandomSearchConfig, rng_seed: int,
                   progress=None) -> AttackResult:
     start = time.perf_counter()
-    vocab = attack_vocabulary(target.tokenizer, target.model.config.vocab_size, config.ascii_only)
+    vocab = attack_vocabulary(target.tokenizer, target.model.get_input_embeddings().weight, config.ascii_only)
     gen = torch.Generator().manual_seed(rng_seed)
     tried = 0
     last = None
@@ -63,7 +70,7 @@ def random_search(target: Target, prepared: PreparedItem, config: RandomSearchCo
         if wrong:
             full = target.score(prepared, cands[wrong], FULL)
             for i, s in zip(wrong, full):
-                if s.correct:
+                if classify(s, sparse[i], config.full_margin).success:
                     return _result(target, cands[i], tried + i + 1, True, start)
         tried += count
         last = cands[-1]

@@ -1,12 +1,17 @@
-"""The scoring oracle every attack calls (TextAttack's "goal function").
+"""The scoring oracle every attack calls (TextAttack's "goal function"), and the only
+code that runs the model on a prompt.
 
 A prompt is `prefix + adversarial ids + suffix` (see `tasks.build_prompt`). The
 prefix is long (template head + context) and identical for every candidate, so it
-is run once per item and attention mode, and its KV cache is reused. The cache is
-cut at a multiple of `block_q`: the query blocks after the cut are then exactly
-the blocks of the uncached pass, so sparse selections are identical with and
-without the cache. Each mode (full attention, or sparse at some k) has its own
-prefix cache because sparse attention changes the prefix's hidden states too.
+is run once per attention mode and its KV cache is reused. The cache is cut at a
+multiple of `block_q`: the query blocks after the cut are then exactly the blocks
+of the uncached pass, so sparse selections are identical with and without the
+cache. Each mode (full attention, or sparse at some k) has its own prefix cache
+because sparse attention changes the prefix's hidden states too.
+
+Prefix caches are owned here, keyed by (prefix ids, mode) in a bounded LRU: items
+that share a context (a needle suite asks several questions about one context)
+share one prefix forward per mode, and GCG uses the same caches as the verdicts.
 
 Candidates of equal length are scored in batches, logits only at the answer
 position, in the model's dtype (float32 on CPU).
@@ -14,58 +19,84 @@ position, in the model's dtype (float32 on CPU).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import inspect
+from collections import OrderedDict
+from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
 
 from sparse import SparseConfig, sparse_attention
 from tasks import AnswerSets, TaskItem, answer_token_sets, build_prompt
+from tasks.outcomes import CORRECT, OTHER, WRONG, Score
 
 FULL = "full"
 
 
 @dataclass(frozen=True)
-class Score:
-    """Next-token outcome for one prompt under one attention mode."""
+class Mode:
+    """An attention mode: full attention (`k` None) or sparse attention keeping k blocks."""
 
-    p_correct: float
-    p_wrong: float
-    token: str
+    k: int | None = None
+
+    def __post_init__(self):
+        if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1):
+            raise ValueError(f"a sparse mode needs an integer k >= 1, got {self.k!r}")
 
     @property
-    def correct(self) -> bool:
-        return self.p_correct > self.p_wrong
+    def is_full(self) -> bool:
+        return self.k is None
 
-    def to_dict(self) -> dict:
-        return {"p_correct": self.p_correct, "p_wrong": self.p_wrong, "correct": self.correct, "token": self.token}
+    @property
+    def key(self) -> str:
+        """The key of this mode in results rows: "full" or str(k)."""
+        return FULL if self.k is None else str(self.k)
+
+    @classmethod
+    def of(cls, mode) -> "Mode":
+        """A Mode from a Mode, "full", or an int k."""
+        if isinstance(mode, Mode):
+            return mode
+        if mode == FULL:
+            return cls(None)
+        return cls(int(mode))
 
 
 @dataclass
 class PreparedItem:
-    """One item's token ids, answer sets and per-mode prefix caches."""
+    """One item's token ids and answer sets; `cut` prefix tokens go in the KV cache."""
 
     item: TaskItem
     prefix_ids: list[int]
     suffix_ids: list[int]
     correct_ids: tuple[int, ...]
     wrong_ids: tuple[int, ...]
-    cut: int  # prefix tokens held in the KV cache (a multiple of block_q)
-    caches: dict = field(default_factory=dict)  # mode -> list of (key, value) per layer
+    cut: int  # a multiple of block_q
 
-    def full_ids(self, adv_ids) -> list[int]:
+    def prompt_ids(self, adv_ids) -> list[int]:
         return list(self.prefix_ids) + list(adv_ids) + list(self.suffix_ids)
+
+
+def _cache_argument(model) -> str:
+    """The keyword the installed transformers expects for a KV cache (`cache` from 5.24,
+    `past_key_values` before), so no deprecation warning is triggered on either side."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class Target:
     """Scores adversarial candidates under full attention and under sparse attention at k.
 
     `sparse` fixes the method, block sizes, dense layers and seed; k varies per call.
+    `max_cached_prefixes` bounds the prefix caches kept (least recently used dropped).
     """
 
-    def __init__(self, model, tokenizer, sparse: SparseConfig, batch_size: int = 16, use_cache: bool = True):
+    def __init__(self, model, tokenizer, sparse: SparseConfig, batch_size: int = 16, use_cache: bool = True,
+                 max_cached_prefixes: int = 8):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_cached_prefixes < 1:
+            raise ValueError(f"max_cached_prefixes must be >= 1, got {max_cached_prefixes}")
         self.model = model
         self.tokenizer = tokenizer
         self.sparse = sparse
@@ -73,9 +104,19 @@ class Target:
         self.use_cache = use_cache
         self.answers: AnswerSets = answer_token_sets(tokenizer)
         self.device = next(model.parameters()).device
+        self.max_cached_prefixes = max_cached_prefixes
+        self._caches: OrderedDict[tuple, list] = OrderedDict()
+        self.prefix_forwards = 0  # prefix passes actually run (cache misses)
+        self._cache_kw = _cache_argument(model)
 
     def config_for(self, mode) -> SparseConfig | None:
-        return None if mode == FULL else self.sparse.replace(k=int(mode))
+        mode = Mode.of(mode)
+        return None if mode.is_full else self.sparse.replace(k=mode.k)
+
+    def attention(self, mode):
+        """Context manager running the model under `mode` (full attention: nothing to switch)."""
+        cfg = self.config_for(mode)
+        return nullcontext() if cfg is None else sparse_attention(self.model, cfg)
 
     def prepare(self, item: TaskItem, context_text: str = "") -> PreparedItem:
         parts = build_prompt(self.tokenizer, item, context_text)
@@ -91,63 +132,110 @@ class Target:
             cut=cut,
         )
 
-    # -- caches -------------------------------------------------------------------------
+    # -- prefix caches --------------------------------------------------------------------
 
-    def _forward(self, mode, **kwargs):
-        cfg = self.config_for(mode)
-        if cfg is None:
-            return self.model(**kwargs)
-        with sparse_attention(self.model, cfg):
-            return self.model(**kwargs)
+    def _cut(self, prepared: PreparedItem, mode: Mode, whole_prefix: bool) -> int:
+        if not whole_prefix:
+            return prepared.cut
+        if not mode.is_full:
+            raise ValueError("only full attention may cache the whole prefix; sparse caches end on a block boundary")
+        return len(prepared.prefix_ids) if self.use_cache else 0
 
-    @torch.no_grad()
-    def prefix_cache(self, prepared: PreparedItem, mode, batch: int) -> DynamicCache | None:
-        """A fresh cache holding the first `cut` prefix tokens, repeated `batch` times."""
-        if prepared.cut == 0:
+    def clear_prefix_caches(self) -> None:
+        """Forget every cached prefix (benchmarks time the first forward again)."""
+        self._caches.clear()
+
+    def _prefix_layers(self, prefix: tuple[int, ...], mode: Mode) -> list:
+        """Per-layer (keys, values) of `prefix` under `mode`, computed once. Built outside
+        inference mode even when called inside it, so gradient passes can reuse them."""
+        key = (prefix, mode.key)
+        if key in self._caches:
+            self._caches.move_to_end(key)
+            return self._caches[key]
+        ids = torch.tensor([prefix], device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        with torch.inference_mode(False), torch.no_grad(), self.attention(mode):
+            self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
+        self.prefix_forwards += 1
+        self._caches[key] = [(layer.keys, layer.values) for layer in cache.layers]
+        while len(self._caches) > self.max_cached_prefixes:
+            self._caches.popitem(last=False)
+        return self._caches[key]
+
+    def _cache(self, prefix: tuple[int, ...], mode: Mode, batch: int) -> DynamicCache | None:
+        """A fresh cache holding `prefix`, repeated `batch` times (None for an empty prefix)."""
+        if not prefix:
             return None
-        if mode not in prepared.caches:
-            ids = torch.tensor([prepared.prefix_ids[: prepared.cut]], device=self.device)
-            cache = DynamicCache(config=self.model.config)
-            self._forward(mode, input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            prepared.caches[mode] = [(layer.keys, layer.values) for layer in cache.layers]
-        layers = prepared.caches[mode]
+        layers = self._prefix_layers(prefix, mode)
         return DynamicCache(
             ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layers],
             config=self.model.config,
         )
 
-    def tail_ids(self, prepared: PreparedItem, adv_batch: torch.Tensor) -> torch.Tensor:
-        """[N, tail] ids after the cache: rest of prefix, adversarial ids, suffix."""
-        n = adv_batch.shape[0]
-        head = torch.tensor(prepared.prefix_ids[prepared.cut :], dtype=torch.long, device=self.device)
-        tail = torch.tensor(prepared.suffix_ids, dtype=torch.long, device=self.device)
-        return torch.cat([head.expand(n, -1), adv_batch.to(self.device), tail.expand(n, -1)], dim=1)
+    # -- the one forward ------------------------------------------------------------------
 
-    # -- scoring ------------------------------------------------------------------------
+    def answer_logits(self, prepared: PreparedItem, mode, adv_ids: torch.Tensor | None = None,
+                      adv_embeds: torch.Tensor | None = None, whole_prefix: bool = False) -> torch.Tensor:
+        """Logits [N, V] at the answer position of N prompts that differ only in the adversarial slot.
+
+        Give the slot as ids [N, n_adv] or as input embeddings [N, n_adv, hidden] (GCG's
+        one-hot times the embedding matrix; gradients flow to them, the prefix cache is
+        constant). `whole_prefix` (full attention only) caches the entire prefix instead
+        of stopping at a block boundary: fewer tokens per forward, as GCG's full-attention
+        passes want; verdicts use the block-aligned cache so every mode sees the same cut.
+        """
+        if (adv_ids is None) == (adv_embeds is None):
+            raise ValueError("give exactly one of adv_ids and adv_embeds")
+        mode = Mode.of(mode)
+        cut = self._cut(prepared, mode, whole_prefix)
+        n = adv_ids.shape[0] if adv_ids is not None else adv_embeds.shape[0]
+        cache = self._cache(tuple(prepared.prefix_ids[:cut]), mode, n)
+        head = torch.tensor(prepared.prefix_ids[cut:], dtype=torch.long, device=self.device)
+        tail = torch.tensor(prepared.suffix_ids, dtype=torch.long, device=self.device)
+        if adv_ids is not None:
+            inputs = {"input_ids": torch.cat([head.expand(n, -1), adv_ids.to(self.device), tail.expand(n, -1)], dim=1)}
+        else:
+            embed = self.model.get_input_embeddings()
+            with torch.no_grad():
+                head_e, tail_e = embed(head), embed(tail)
+            inputs = {"inputs_embeds": torch.cat([head_e.expand(n, -1, -1), adv_embeds,
+                                                  tail_e.expand(n, -1, -1)], dim=1)}
+        with self.attention(mode):
+            out = self.model(**inputs, use_cache=cache is not None, logits_to_keep=1, **{self._cache_kw: cache})
+        return out.logits[:, -1]
+
+    # -- scoring --------------------------------------------------------------------------
 
     def answer_probs(self, logits: torch.Tensor, prepared: PreparedItem) -> tuple[torch.Tensor, torch.Tensor]:
         """P(correct set), P(wrong set) from last-position logits [N, vocab]."""
         probs = torch.softmax(logits.float(), dim=-1)
         return probs[:, list(prepared.correct_ids)].sum(-1), probs[:, list(prepared.wrong_ids)].sum(-1)
 
+    def margins(self, prepared: PreparedItem, logits: torch.Tensor) -> torch.Tensor:
+        """log P(correct set) - log P(wrong set) per row; the softmax normaliser cancels."""
+        logits = logits.float()
+        return (torch.logsumexp(logits[:, list(prepared.correct_ids)], -1)
+                - torch.logsumexp(logits[:, list(prepared.wrong_ids)], -1))
+
+    def _argmax_class(self, token: int, prepared: PreparedItem) -> str:
+        if token in prepared.correct_ids:
+            return CORRECT
+        return WRONG if token in prepared.wrong_ids else OTHER
+
     @torch.no_grad()
     def score(self, prepared: PreparedItem, adv_batch, mode) -> list[Score]:
         """Scores of every candidate (rows of `adv_batch`, equal lengths) under `mode`
-        (`"full"` or an int k)."""
+        (a `Mode`, `"full"` or an int k), `batch_size` candidates per forward."""
         adv = torch.as_tensor(adv_batch, dtype=torch.long)
         if adv.dim() == 1:
             adv = adv[None]
         scores: list[Score] = []
-        for start in range(0, adv.shape[0], self.batch_size):
-            chunk = adv[start : start + self.batch_size]
-            ids = self.tail_ids(prepared, chunk)
-            cache = self.prefix_cache(prepared, mode, chunk.shape[0])
-            logits = self._forward(mode, input_ids=ids, past_key_values=cache, use_cache=cache is not None,
-                                   logits_to_keep=1).logits[:, -1]
+        for chunk in adv.split(self.batch_size):
+            logits = self.answer_logits(prepared, mode, adv_ids=chunk)
             p_correct, p_wrong = self.answer_probs(logits, prepared)
             tokens = logits.argmax(-1).tolist()
             for pc, pw, tok in zip(p_correct.tolist(), p_wrong.tolist(), tokens):
-                scores.append(Score(pc, pw, self.tokenizer.decode([tok])))
+                scores.append(Score(pc, pw, self.tokenizer.decode([tok]), self._argmax_class(tok, prepared)))
         return scores
 
     def sweep(self, prepared: PreparedItem, adv_ids, ks) -> dict[str, Score]:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nanogcg_step import DEFAULT_WORKDIR, NanoGCG  # noqa: E402
 
 from attacks import Target  # noqa: E402
-from attacks.gcg import GCGConfig, GCGSearch  # noqa: E402
+from attacks.gcg import FullAttentionObjective, GCGConfig, GCGSearch  # noqa: E402
 from sparse import SparseConfig  # noqa: E402
 from tasks import TaskItem, build_context  # noqa: E402
 
@@ -60,16 +60,17 @@ def nanogcg_spec(nano: NanoGCG, prompt, width: int, steps: int, n_adv: int = 3) 
         "prefix_ids": prepared.prefix_ids, "suffix_ids": prepared.suffix_ids,
         "optim_str_init": " ".join(["x"] * n_adv), "target": wrong,
         "search_width": width, "steps": steps, "threads": torch.get_num_threads(),
-        "probe_ids": prepared.full_ids([tok.encode(" x", add_special_tokens=False)[0]] * n_adv),
+        "probe_ids": prepared.prompt_ids([tok.encode(" x", add_special_tokens=False)[0]] * n_adv),
     }
 
 
 def ours(prompt, width: int, steps: int, sparse: bool, batch_size: int, n_adv: int = 3) -> dict:
     """Step times of `steps` flipbench GCG steps (setup excluded)."""
     target, prepared = prompt
-    prepared.caches.clear()
+    target.clear_prefix_caches()
     config = GCGConfig(n_adv=n_adv, k_attack=K_ATTACK, search_width=width, batch_size=batch_size)
-    search = GCGSearch(target, prepared, config, rng_seed=0, sparse=sparse)
+    search = GCGSearch(target, prepared, config, rng_seed=0,
+                       objective=None if sparse else FullAttentionObjective())
     times, scored, full = [], [], []
     for _ in range(steps):
         t = time.perf_counter()
@@ -100,7 +101,7 @@ def main(argv=None) -> None:
     nano.ensure_venv()
     model, tok, prompt = bench_prompt(args.prompt_tokens)
     target, prepared = prompt
-    n_tokens = len(prepared.full_ids([0, 0, 0]))
+    n_tokens = len(prepared.prompt_ids([0, 0, 0]))
     print(f"nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}, load {os.getloadavg()}, "
           f"prompt {n_tokens} tokens, nanoGCG env {nano.versions()}", file=sys.stderr)
 

@@ -15,9 +15,8 @@ import yaml
 
 from attacks import available_attacks, get_attack
 
-
-class UsageError(ValueError):
-    """Bad command-line input; reported as one line with exit status 2."""
+from .errors import UsageError
+from .results import ADDED_OPTION_DEFAULTS
 
 
 DEFAULTS = {
@@ -41,6 +40,7 @@ DEFAULTS = {
     "out": None,
     "wandb": "auto",
     "wandb_project": "flipbench",
+    **ADDED_OPTION_DEFAULTS,
 }
 
 # Options that do not change results, so a resumed run may differ in them.
@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=S, help="attack budget: candidates (random) or steps (gcg) (default 200)")
     p.add_argument("--context", default=S, help="context builder: none, filler, haystack (default filler)")
     p.add_argument("--context-tokens", dest="context_tokens", type=int, default=S, help="context length in tokens (default 256)")
+    p.add_argument("--full-margin", dest="full_margin", type=float, default=S,
+                   help="a flip counts only if full attention answers right by at least this much "
+                        "P(correct) - P(wrong) (default 0.0; also the attacks' success criterion)")
     p.add_argument("--seed", type=int, default=S)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=S, help="candidates scored per forward (default 16)")
     p.add_argument("--ascii-only", dest="ascii_only", type=_bool, nargs="?", const=True, default=S,
@@ -214,6 +217,9 @@ def validate(opts: dict) -> None:
     positive("context_tokens", 0)
     if opts.get("limit") is not None:
         positive("limit")
+    margin = opts.get("full_margin")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
+        raise UsageError(f"--full-margin must be a number in [0, 1), got {margin!r}")
     sweep = opts.get("k_sweep")
     if not isinstance(sweep, list) or not sweep:
         raise UsageError("--k-sweep must list at least one k, e.g. 2,4,8,16")

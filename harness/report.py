@@ -13,12 +13,32 @@ import json
 import sys
 from pathlib import Path
 
+from tasks.outcomes import OTHER
 
-def _cell(score: dict | None, flipped: bool) -> str:
-    if not score:
+from .results import FULL, SKIPPED, ResultRow, RowError, read_rows
+
+
+def _cell(score, flipped: bool) -> str:
+    if score is None:
         return ""
-    text = f"{score['p_correct']:.3f} / {score['p_wrong']:.3f}"
+    text = f"{score.p_correct:.3f} / {score.p_wrong:.3f}"
+    if score.argmax == OTHER:
+        text += " (other)"
     return f"**{text}**" if flipped else text
+
+
+def _verdict(row: ResultRow) -> str:
+    if not row.success:
+        return "attack failed"
+    parts = [row.verified_status or ("verified" if row.verified else "not verified")]
+    if row.monotone is not None:
+        parts.append("monotone" if row.monotone else "not monotone")
+    classes = (row.outcomes or {}).get(str(row.k_attack)) or {}
+    if classes.get("strict"):
+        parts.insert(0, "strict flip")
+    elif classes.get("breakdown"):
+        parts.insert(0, "breakdown")
+    return ", ".join(parts)
 
 
 def _escape(text: str | None) -> str:
@@ -30,37 +50,41 @@ def _escape(text: str | None) -> str:
 def render(run_dir: Path) -> str:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     cfg = manifest["config"]
-    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines() if line.strip()]
+    read = read_rows(run_dir / "results.jsonl")
+    if read.torn:
+        print(f"harness.report: warning: {read.torn}", file=sys.stderr)
     k_attack = cfg["k_attack"]
     ks = sorted(cfg["k_sweep"], reverse=True)
     context = cfg["context"] if cfg["context"] == "none" else f"{cfg['context']} ({cfg['context_tokens']} tokens)"
     header = ["Question", "Vanilla probs", f"Sparse probs (k={k_attack})"]
-    header += ["Full (adv)"] + [f"k={k}" + (" (attack)" if k == k_attack else "") for k in ks] + ["Adv tokens", "Steps"]
+    header += ["Full (adv)"] + [f"k={k}" + (" (attack)" if k == k_attack else "") for k in ks]
+    header += ["Adv tokens", "Steps", "Outcome"]
     lines = [
         f"Run `{run_dir}`: model `{cfg['model']}`, method `{cfg['method']}`, attack `{cfg['attack']}`, "
         f"k_attack={k_attack}, b_q={cfg['block_q']}, b_k={cfg['block_k']}, dense layers={cfg['dense_layers']}, "
-        f"n_adv={cfg['n_adv']}, context={context}, seed={cfg['seed']}, suite={cfg['suite']}.",
+        f"n_adv={cfg['n_adv']}, context={context}, seed={cfg['seed']}, suite={cfg['suite']}, "
+        f"full margin={cfg.get('full_margin', 0.0)}.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    for r in rows:
-        natural = r["natural"]
-        cells = [_escape(r["question"]) + f" ({r['answer']})", f"{natural['full']['p_correct']:.3f}",
-                 _cell(natural.get(str(k_attack)), r["natural_flipped"].get(str(k_attack), False))]
-        if r["status"] == "skipped":
-            cells += [""] * (len(ks) + 1) + [f"skipped: {r['skip_reason']}", ""]
+    for r in read.rows:
+        cells = [_escape(r.question) + f" ({r.answer})", f"{r.natural[FULL].p_correct:.3f}",
+                 _cell(r.natural.get(str(k_attack)), r.natural_flipped.get(str(k_attack), False))]
+        if r.status == SKIPPED:
+            cells += [""] * (len(ks) + 1) + [f"skipped: {r.skip_reason}", "", ""]
         else:
-            cells += [_cell(r["scores"]["full"], False)]
-            cells += [_cell(r["scores"].get(str(k)), r["flipped"].get(str(k), False)) for k in ks]
-            mark = "" if r["success"] else " (attack failed)"
-            cells += [f"`{_escape(r['adv_text'])}`{mark}", str(r["steps"])]
+            cells += [_cell(r.scores[FULL], False)]
+            cells += [_cell(r.scores.get(str(k)), r.flipped.get(str(k), False)) for k in ks]
+            cells += [f"`{_escape(r.adv_text)}`", str(r.steps), _verdict(r)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Vanilla: P(correct) under full attention without adversarial tokens. Other cells: "
                  "P(correct) / P(wrong) of the answer token sets; Full (adv) and k=... use the adversarial "
                  "tokens. Bold marks a flip (full attention right, sparse wrong); a bold Sparse probs cell "
-                 "is a natural flip.")
+                 "is a natural flip; (other) marks a greedy token in neither answer set. Outcome: strict flip "
+                 "(sparse greedy token is a wrong answer) or breakdown (neither answer), verified status and "
+                 "monotonicity as defined in docs/results-schema.md.")
     return "\n".join(lines)
 
 
@@ -73,7 +97,7 @@ def main(argv=None) -> int:
     except FileNotFoundError as exc:
         print(f"harness.report: error: {args.run_dir} is not a run directory ({exc.filename} missing)", file=sys.stderr)
         return 2
-    except (json.JSONDecodeError, KeyError) as exc:
+    except (json.JSONDecodeError, KeyError, RowError) as exc:
         print(f"harness.report: error: {args.run_dir} has an unreadable result ({exc})", file=sys.stderr)
         return 2
     return 0

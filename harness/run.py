@@ -3,8 +3,10 @@
 Per item: build the prompt (context + adversarial slot + question), score it
 without adversarial tokens (the natural flip and the seed's "can the model answer
 at all" check), run the attack at k_attack, then score the adversarial prompt
-under full attention and every k of the sweep. One JSON row per item is appended
-as soon as it is done; rerunning the same command resumes.
+under full attention and every k of the sweep; outcomes are classified by
+`tasks.outcomes.classify` at `--full-margin`. One row per item
+(`harness.results.ResultRow`) is appended as soon as it is done; rerunning the
+same command resumes.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from tqdm.auto import tqdm
 from attacks import FULL, Target, get_attack
 from sparse import SparseConfig
 from tasks import SuiteError, build_context, load_suite
+from tasks.outcomes import classify
 
-from .options import NOT_RESULT_KEYS, UsageError, resolve
+from .errors import UsageError
+from .options import NOT_RESULT_KEYS, resolve
+from .results import ATTACKED, NOT_VERIFIED, SKIP_FULL_WRONG, SKIPPED, UNVERIFIABLE, VERIFIED, ResultRow
 from .store import RunStore
 from .wandb_log import WandbLogger
-
-SKIP_FULL_WRONG = "full attention answers wrongly without adversarial tokens"
 
 
 def item_seed(seed: int, item_id: str) -> int:
@@ -66,49 +69,102 @@ def result_config(opts: dict, attack_cfg) -> dict:
     return config
 
 
-def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> dict:
+def kept_blocks(cfg: SparseConfig, k: int, n_blocks: int) -> int:
+    """Key blocks kept by the answer's query block at k out of its `n_blocks` causal ones."""
+    return min(k, n_blocks)
+
+
+def answer_geometry(prompt_len: int, cfg: SparseConfig, ks) -> tuple[int, dict[str, float]]:
+    """(causal key blocks at the answer position, {k: kept / causal blocks there})."""
+    n_blocks = (prompt_len - 1) // cfg.block_k + 1
+    return n_blocks, {str(k): kept_blocks(cfg, k, n_blocks) / n_blocks for k in ks}
+
+
+def verification(scores: dict, ks: list[int], k_attack: int, density: dict[str, float]) -> tuple[str, bool]:
+    """(verified status, monotone) of a successful attack.
+
+    Verified: correct again at the largest swept k above k_attack that is still sparse
+    (keeps fewer blocks than the answer position has). Without such a k the flip cannot
+    be told from noise by the sweep: "unverifiable". Monotone: wrong at every swept
+    k <= k_attack."""
+    sparse_ks = [k for k in ks if k > k_attack and density[str(k)] < 1.0]
+    if not sparse_ks:
+        status = UNVERIFIABLE
+    else:
+        status = VERIFIED if scores[str(max(sparse_ks))].correct else NOT_VERIFIED
+    monotone = all(not scores[str(k)].correct for k in ks if k <= k_attack)
+    return status, monotone
+
+
+def _outcomes(scores: dict, ks, full_margin: float) -> tuple[dict[str, bool], dict[str, dict]]:
+    flips, classes = {}, {}
+    for k in ks:
+        outcome = classify(scores[FULL], scores[str(k)], full_margin)
+        flips[str(k)] = outcome.flip
+        classes[str(k)] = outcome.to_dict()
+    return flips, classes
+
+
+def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> tuple[ResultRow, list[dict]]:
+    """Score, attack and sweep one item; returns its row and the attack's trace."""
     start = time.perf_counter()
     seed = item_seed(opts["seed"], item.id)
     ks = opts["k_sweep"]
-    context = build_context(opts["context"], target.tokenizer, opts["context_tokens"], seed=seed)
+    margin = opts["full_margin"]
+    context = "" if item.context is not None and item.needle_span is not None else \
+        build_context(opts["context"], target.tokenizer, opts["context_tokens"], seed=seed)
     prepared = target.prepare(item, context)
     natural = target.sweep(prepared, [], ks)
-    row = {
-        "item_id": item.id, "question": item.question, "answer": item.answer,
-        "status": "attacked", "skip_reason": None,
-        "natural": {m: s.to_dict() for m, s in natural.items()},
-        "natural_flipped": {str(k): natural[FULL].correct and not natural[str(k)].correct for k in ks},
-        "attack": opts["attack"], "k_attack": opts["k_attack"],
-        "adv_ids": None, "adv_text": None, "steps": 0, "success": False, "verified": False,
-        "scores": None, "flipped": None,
-    }
+    natural_flipped, natural_classes = _outcomes(natural, ks, margin)
+    row = ResultRow(item_id=item.id, question=item.question, answer=item.answer, status=ATTACKED, skip_reason=None,
+                    natural=natural, natural_flipped=natural_flipped, attack=opts["attack"],
+                    k_attack=opts["k_attack"], natural_outcomes=natural_classes)
+    trace: list[dict] = []
+    adv_ids: list[int] = []
     if not natural[FULL].correct:
-        row.update(status="skipped", skip_reason=SKIP_FULL_WRONG)
+        row.status, row.skip_reason = SKIPPED, SKIP_FULL_WRONG
     else:
         result = spec.run(target, prepared, attack_cfg, seed, progress=progress)
         scores = target.sweep(prepared, result.adv_ids, ks)
-        flipped = {str(k): scores[FULL].correct and not scores[str(k)].correct for k in ks}
-        row.update(
-            adv_ids=result.adv_ids, adv_text=result.adv_text, steps=result.steps,
-            success=result.success and flipped[str(opts["k_attack"])],
-            scores={m: s.to_dict() for m, s in scores.items()}, flipped=flipped,
-        )
-        row["verified"] = row["success"] and scores[str(max(ks))].correct
-        row["_trace"] = result.trace
-    row["timing"] = {"seconds": round(time.perf_counter() - start, 3)}
-    return row
+        flipped, classes = _outcomes(scores, ks, margin)
+        adv_ids = result.adv_ids
+        row.adv_ids, row.adv_text, row.steps = result.adv_ids, result.adv_text, result.steps
+        row.success = result.success and classify(scores[FULL], scores[str(opts["k_attack"])], margin).success
+        row.scores, row.flipped, row.outcomes = scores, flipped, classes
+        trace = result.trace
+    row.answer_blocks, row.density = answer_geometry(len(prepared.prompt_ids(adv_ids)), target.sparse, ks)
+    if row.success:
+        row.verified_status, row.monotone = verification(row.scores, ks, opts["k_attack"], row.density)
+        row.verified = row.verified_status == VERIFIED
+    row.timing = {"seconds": round(time.perf_counter() - start, 3)}
+    return row, trace
 
 
 def format_table(summary: dict) -> str:
+    """The summary as a plain-text table: flip rate with its interval, strict flips and
+    breakdowns (when recorded), natural flip rate and density per k."""
     natural = {e["k"]: e for e in summary["natural_per_k"]}
-    lines = [f"{'k':>4}  {'flip rate':>9}  {'95% CI':>15}  {'natural':>7}  {'n':>4}"]
-    for e in summary["per_k"]:
+    classes = summary.get("outcomes_per_k")
+    density = {e["k"]: e["density"] for e in summary.get("density_per_k", [])}
+    head = f"{'k':>4}  {'density':>7}  {'flip rate':>9}  {'95% CI':>15}"
+    if classes:
+        head += f"  {'strict':>6}  {'breakdown':>9}"
+    lines = [head + f"  {'natural':>7}  {'n':>4}"]
+    for i, e in enumerate(summary["per_k"]):
+        d = density.get(e["k"])
+        line = f"{e['k']:>4}  {'-' if d is None else f'{d:.3f}':>7}  {e['flip_rate']:>9.3f}  " \
+               f"[{e['ci_low']:.3f}, {e['ci_high']:.3f}]"
+        if classes:
+            line += f"  {classes['strict'][i]['rate']:>6.3f}  {classes['breakdown'][i]['rate']:>9.3f}"
         mark = "  <- k_attack" if e["k"] == summary["k_attack"] else ""
-        lines.append(f"{e['k']:>4}  {e['flip_rate']:>9.3f}  [{e['ci_low']:.3f}, {e['ci_high']:.3f}]  "
-                     f"{natural[e['k']]['flip_rate']:>7.3f}  {e['n']:>4}{mark}")
+        lines.append(line + f"  {natural[e['k']]['flip_rate']:>7.3f}  {e['n']:>4}{mark}")
     n = summary["n_attacked"]
-    lines.append(f"attack success: {summary['n_success']}/{n} (verified {summary['n_verified']}), "
+    verified = f"verified {summary['n_verified']}"
+    if "n_unverifiable" in summary:
+        verified += f", unverifiable {summary['n_unverifiable']}, monotone {summary['n_monotone']}"
+    lines.append(f"attack success: {summary['n_success']}/{n} ({verified}), "
                  f"skipped: {summary['n_skipped']} of {summary['n_items']} items")
+    lines.append("density: kept / causal key blocks at the answer position (mean over items)")
     return "\n".join(lines)
 
 
@@ -134,7 +190,7 @@ def run(opts: dict) -> dict:
     manifest = {"config": config, "model": model_fingerprint(opts["model"]), "versions": _versions(),
                 "git_commit": _git_commit(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     rows = store.open(manifest)
-    done = {r["item_id"] for r in rows}
+    done = {r.item_id for r in rows}
     if done:
         print(f"resuming {out}: {len(done)} of {len(items)} items already done", file=sys.stderr)
     sparse_cfg = SparseConfig(method=opts["method"], k=opts["k_attack"], block_q=opts["block_q"],
@@ -145,8 +201,7 @@ def run(opts: dict) -> dict:
     summary = store.write_summary(rows, opts["k_attack"], opts["k_sweep"])
     for item in tqdm(todo, desc="items", unit="item"):
         with tqdm(total=attack_cfg.steps, desc=f"{item.id} {opts['attack']}", unit="step", leave=False) as bar:
-            row = run_item(target, spec, attack_cfg, item, opts, bar)
-        trace = row.pop("_trace", [])
+            row, trace = run_item(target, spec, attack_cfg, item, opts, bar)
         store.append(row)
         rows.append(row)
         summary = store.write_summary(rows, opts["k_attack"], opts["k_sweep"])

@@ -1,7 +1,8 @@
 """Flip-rate statistics shared by the harness (summary.json) and the leaderboard.
 
 Both sides must compute the same numbers from the same rows, so the formulas live
-here once. Standard library only: the leaderboard imports this without a model.
+here once. No torch: the leaderboard imports this without a model. Outcomes are
+classified once, when a row is written (tasks.outcomes.classify); this module only counts.
 
 Wilson score intervals rather than the normal approximation: flip counts are
 small and often 0 or n, where the normal interval collapses to a point.
@@ -12,7 +13,11 @@ from __future__ import annotations
 import math
 import statistics
 
+from .results import SKIPPED, UNVERIFIABLE, ResultRow
+
 Z95 = 1.959964  # two-sided 95% normal quantile
+# Counts of summary.json that add up when runs are pooled (the leaderboard, W&B summaries).
+COUNT_KEYS = ("n_success", "n_verified", "n_items", "n_skipped", "n_attacked")
 
 
 def wilson(n_success: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -39,37 +44,79 @@ def rate_with_ci(n_success: int, n: int) -> dict:
             "n_flipped": n_success, "n": n}
 
 
+def proportion(count: int, n: int) -> dict:
+    """Rate of an outcome class with its Wilson 95% bounds and counts."""
+    low, high = wilson(count, n)
+    return {"rate": count / n if n else 0.0, "ci_low": low, "ci_high": high, "count": count, "n": n}
+
+
 def _flag(mapping, k: int) -> bool:
     return bool((mapping or {}).get(str(k), False))
 
 
-def summarize(rows: list[dict], k_attack: int, k_sweep: list[int]) -> dict:
+# Outcome classes counted per k (tasks.outcomes.Outcome), from rows that record them.
+OUTCOME_CLASSES = ("strict", "breakdown", "seed")
+
+
+def _class_rates(rows: list[ResultRow], ks: list[int], field: str) -> dict:
+    """{class: [{k, rate, ci_low, ci_high, count, n}]} over rows whose `field` records outcomes."""
+    known = [r for r in rows if getattr(r, field)]
+    out = {}
+    for name in OUTCOME_CLASSES:
+        entries = []
+        for k in ks:
+            flags = [(getattr(r, field).get(str(k)) or {}).get(name) for r in known]
+            flags = [f for f in flags if f is not None]
+            entries.append({"k": k, **proportion(sum(flags), len(flags))})
+        out[name] = entries
+    return out
+
+
+def _mean_density(rows: list[ResultRow], k: int) -> float | None:
+    values = [r.density[str(k)] for r in rows if r.density and r.density.get(str(k)) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def summarize(rows: list[ResultRow], k_attack: int, k_sweep: list[int]) -> dict:
     """summary.json from results.jsonl rows, as docs/results-schema.md defines it.
 
     Rates are over attacked rows only (full attention answers those correctly
     without adversarial tokens); skipped rows count in n_items and n_skipped.
+    Outcome classes and densities are summarised over the rows that record them.
     """
     ks = sorted({int(k) for k in k_sweep})
-    attacked = [r for r in rows if r.get("status") == "attacked"]
+    attacked = [r for r in rows if r.attacked]
     n = len(attacked)
     per_k, natural_per_k = [], []
     for k in ks:
-        per_k.append({"k": k, **rate_with_ci(sum(_flag(r.get("flipped"), k) for r in attacked), n)})
-        natural_per_k.append({"k": k, **rate_with_ci(sum(_flag(r.get("natural_flipped"), k) for r in attacked), n)})
-    successes = [r for r in attacked if r.get("success")]
-    steps = [r["steps"] for r in successes if r.get("steps") is not None]
-    n_natural = sum(_flag(r.get("natural_flipped"), k_attack) for r in attacked)
-    return {
+        per_k.append({"k": k, **rate_with_ci(sum(_flag(r.flipped, k) for r in attacked), n)})
+        natural_per_k.append({"k": k, **rate_with_ci(sum(_flag(r.natural_flipped, k) for r in attacked), n)})
+    successes = [r for r in attacked if r.success]
+    steps = [r.steps for r in successes if r.steps is not None]
+    n_natural = sum(_flag(r.natural_flipped, k_attack) for r in attacked)
+    summary = {
         "k_attack": k_attack,
         "k_sweep": ks,
         "per_k": per_k,
         "natural_per_k": natural_per_k,
         "attack_success_rate": len(successes) / n if n else 0.0,
         "n_success": len(successes),
-        "n_verified": sum(1 for r in attacked if r.get("verified")),
+        "n_verified": sum(1 for r in attacked if r.verified),
         "natural_flip_rate": n_natural / n if n else 0.0,
         "median_steps_to_flip": statistics.median(steps) if steps else None,
         "n_items": len(rows),
-        "n_skipped": sum(1 for r in rows if r.get("status") == "skipped"),
+        "n_skipped": sum(1 for r in rows if r.status == SKIPPED),
         "n_attacked": n,
     }
+    if any(r.outcomes or r.natural_outcomes for r in attacked):
+        summary["outcomes_per_k"] = _class_rates(attacked, ks, "outcomes")
+        summary["natural_outcomes_per_k"] = _class_rates(attacked, ks, "natural_outcomes")
+    if any(r.density for r in rows):
+        summary["density_per_k"] = [{"k": k, "density": _mean_density(rows, k)} for k in ks]
+    if any(r.verified_status for r in successes):
+        summary["n_unverifiable"] = sum(1 for r in successes if r.verified_status == UNVERIFIABLE)
+        summary["n_monotone"] = sum(1 for r in successes if r.monotone)
+    blocks = [r.answer_blocks for r in rows if r.answer_blocks is not None]
+    if blocks:
+        summary["answer_blocks_median"] = statistics.median(blocks)
+    return summary

@@ -1,8 +1,9 @@
 """The run directory: manifest, append-only results and summary (docs/results-schema.md).
 
 Rows are flushed and fsynced one item at a time, so an interrupted run loses no
-finished item; a torn last line (killed mid-write) is dropped on resume. Resuming
-requires an equal config, so rows of two different experiments never mix.
+finished item; a torn last line (killed mid-write) is dropped by `results.read_rows`
+and cut off here before new rows are appended. Resuming requires an equal config,
+so rows of two different experiments never mix.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from .options import UsageError
+from .errors import UsageError
+from .results import ResultRow, RowError, read_rows, with_added_defaults
 from .stats import summarize
 
 
@@ -42,38 +44,32 @@ class RunStore:
             old = json.loads(self.manifest_path.read_text())
         except json.JSONDecodeError:
             raise UsageError(f"{self.manifest_path} is unreadable; use another --out") from None
-        differences = _diff(old.get("config", {}), config)
+        differences = _diff(with_added_defaults(old.get("config", {})), with_added_defaults(config))
         if differences:
             raise UsageError(
                 f"{self.dir} holds a run with a different config ({'; '.join(differences)}); "
                 "use another --out or the same options to resume"
             )
 
-    def _read_rows(self) -> list[dict]:
+    def _read_rows(self) -> list[ResultRow]:
         if not self.results_path.exists():
             return []
-        rows, good_bytes = [], 0
-        with open(self.results_path, "rb") as fh:
-            for raw in fh:
-                if not raw.endswith(b"\n"):
-                    break  # torn write from an interrupted run
-                try:
-                    rows.append(json.loads(raw))
-                except json.JSONDecodeError:
-                    break
-                good_bytes += len(raw)
-        if good_bytes != self.results_path.stat().st_size:
+        try:
+            read = read_rows(self.results_path)
+        except RowError as exc:
+            raise UsageError(f"cannot resume {self.dir}: {exc}") from None
+        if read.torn is not None:
             with open(self.results_path, "r+b") as fh:
-                fh.truncate(good_bytes)
-        return rows
+                fh.truncate(read.good_bytes)
+        return read.rows
 
-    def append(self, row: dict) -> None:
+    def append(self, row: ResultRow) -> None:
         with open(self.results_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(row.to_dict(), ensure_ascii=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
-    def write_summary(self, rows: list[dict], k_attack: int, k_sweep: list[int]) -> dict:
+    def write_summary(self, rows: list[ResultRow], k_attack: int, k_sweep: list[int]) -> dict:
         summary = summarize(rows, k_attack, k_sweep)
         _write_json_atomic(self.summary_path, summary)
         return summary

@@ -59,9 +59,12 @@ class WandbLogger:
         for step in trace:
             self.run.log({f"trace/{k}": v for k, v in step.items() if isinstance(v, (int, float))})
         data = {"items_done": summary["n_items"], "attack_success_rate": summary["attack_success_rate"],
-                "item/success": int(row["success"]), "item/steps": row["steps"]}
+                "item/success": int(row.success), "item/steps": row.steps}
         for entry in summary["per_k"]:
             data[f"flip_rate/k={entry['k']}"] = entry["flip_rate"]
+        for name, entries in (summary.get("outcomes_per_k") or {}).items():
+            for entry in entries:
+                data[f"{name}_rate/k={entry['k']}"] = entry["rate"]
         self.run.log(data)
 
     def finish(self, summary: dict, rows: list[dict]) -> None:
@@ -74,13 +77,14 @@ class WandbLogger:
 
         ks = summary["k_sweep"]
         columns = ["item_id", "question", "answer", "status", "adv_text", "steps", "success", "verified",
-                   "p_correct_full"] + [f"p_correct_k{k}" for k in ks]
+                   "verified_status", "p_correct_full"] + [f"p_correct_k{k}" for k in ks] \
+            + [f"outcome_k{k}" for k in ks]
         table = wandb.Table(columns=columns)
         for r in rows:
-            scores = r.get("scores") or {}
-            table.add_data(r["item_id"], r["question"], r["answer"], r["status"], r.get("adv_text"), r["steps"],
-                           r["success"], r["verified"], (scores.get("full") or {}).get("p_correct"),
-                           *[(scores.get(str(k)) or {}).get("p_correct") for k in ks])
+            scores = r.scores or {}
+            p_correct = [scores[m].p_correct if m in scores else None for m in ["full"] + [str(k) for k in ks]]
+            table.add_data(r.item_id, r.question, r.answer, r.status, r.adv_text, r.steps, r.success, r.verified,
+                           r.verified_status, *p_correct, *[_outcome_name(r, k) for k in ks])
         curve = wandb.Table(columns=["k", "flip_rate", "ci_low", "ci_high"],
                             data=[[e["k"], e["flip_rate"], e["ci_low"], e["ci_high"]] for e in summary["per_k"]])
         self.run.log({"adversarial_examples": table,
@@ -88,10 +92,22 @@ class WandbLogger:
         for key, value in summary.items():
             if isinstance(value, (int, float)) or value is None:
                 self.run.summary[key] = value
-        self.run.summary["per_k"] = summary["per_k"]
-        self.run.summary["natural_per_k"] = summary["natural_per_k"]
+        for key in ("per_k", "natural_per_k", "outcomes_per_k", "natural_outcomes_per_k", "density_per_k"):
+            if key in summary:
+                self.run.summary[key] = summary[key]
         self.run.finish()
         self.run = None
+
+
+def _outcome_name(row, k: int) -> str | None:
+    """strict / breakdown / flip / none for the adversarial prompt at k (None when not attacked)."""
+    if not row.scores:
+        return None
+    classes = (row.outcomes or {}).get(str(k)) or {}
+    for name in ("strict", "breakdown"):
+        if classes.get(name):
+            return name
+    return "flip" if (row.flipped or {}).get(str(k)) else "none"
 
 
 def _run_id(out_dir: Path) -> str:

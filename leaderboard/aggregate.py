@@ -18,14 +18,14 @@ from __future__ import annotations
 import json
 import statistics
 
-from harness.stats import rate_with_ci, summarize
+from harness.results import with_added_defaults
+from harness.stats import COUNT_KEYS, rate_with_ci, summarize
 
 from .errors import LeaderboardError
 from .runs import ENTRY_KEYS, Run
 
 # Config fields that may differ between runs pooled into one entry.
 MERGEABLE_KEYS = ("seed", "limit")
-COUNT_KEYS = ("n_success", "n_verified", "n_items", "n_skipped", "n_attacked")
 
 
 def entry_key(config: dict) -> tuple:
@@ -43,6 +43,7 @@ def _shared(config: dict) -> dict:
 
 
 def _differences(a: dict, b: dict) -> list[str]:
+    a, b = with_added_defaults(a), with_added_defaults(b)
     keys = sorted((set(a) | set(b)) - set(ENTRY_KEYS) - set(MERGEABLE_KEYS))
     missing = "(absent)"
     return [f"{k}: {a.get(k, missing)!r} vs {b.get(k, missing)!r}" for k in keys if a.get(k, missing) != b.get(k, missing)]
@@ -75,7 +76,7 @@ def _dedupe(runs: list[Run], warnings: list[str]) -> dict[str, list[dict]]:
         seed = json.dumps(run.config.get("seed"))
         rows, dropped = [], {}
         for row in run.rows:
-            key = (seed, row["item_id"])
+            key = (seed, row.item_id)
             if key in owner:
                 dropped[owner[key]] = dropped.get(owner[key], 0) + 1
                 continue
@@ -116,8 +117,7 @@ def merge_entry(runs: list[Run], warnings: list[str]) -> dict:
     summaries = [summarize(kept[r.name], k_attack, ks) if r.rows is not None else r.summary for r in runs]
     pooled = _add(summaries, k_attack, ks)
     if all(r.rows is not None for r in runs):
-        steps = [row["steps"] for r in runs for row in kept[r.name]
-                 if row["status"] == "attacked" and row.get("success") and row.get("steps") is not None]
+        steps = [row.steps for r in runs for row in kept[r.name] if row.attacked and row.success]
         pooled["median_steps_to_flip"] = statistics.median(steps) if steps else None
     elif len(runs) == 1:
         pooled["median_steps_to_flip"] = runs[0].summary.get("median_steps_to_flip")

@@ -4,7 +4,7 @@ A run directory is written by `python -m harness.run` (docs/results-schema.md):
 manifest.json, results.jsonl, summary.json. Runs may be read while still going
 or after being killed, so a run without a manifest, with no rows or with a broken
 row is skipped with a reason, and a torn last line (killed mid-write) is dropped
-with a warning, as the harness does when it resumes. summary.json is not read:
+with a warning: `harness.results.read_rows`, the reader the harness uses too. summary.json is not read:
 the leaderboard recomputes every number from the rows so that runs can merge.
 """
 
@@ -15,6 +15,8 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from harness.results import ResultRow, RowError, read_rows
 
 RUN_FILES = ("manifest.json", "results.jsonl", "summary.json")
 # The leaderboard entry of a run (docs/results-schema.md).
@@ -36,7 +38,7 @@ class Run:
 
     name: str  # how messages name it: the directory as found, or wandb:entity/project/id
     config: dict
-    rows: list[dict] | None = None
+    rows: list[ResultRow] | None = None
     summary: dict | None = None
 
 
@@ -111,49 +113,22 @@ def check_config(config, where: str) -> dict:
     return config
 
 
-def _check_row(row, lineno: int, ks: list[int]) -> None:
-    where = f"results.jsonl line {lineno}"
-    if not isinstance(row, dict):
-        raise SkipRun(f"{where} is not a JSON object")
-    for key in ("item_id", "status", "natural_flipped"):
-        if key not in row:
-            raise SkipRun(f"{where} lacks {key!r}")
-    if row["status"] not in ("attacked", "skipped"):
-        raise SkipRun(f"{where} has status {row['status']!r} (expected attacked or skipped)")
-    if row["status"] == "attacked":
-        for key in ("flipped", "success", "verified", "steps"):
-            if key not in row:
-                raise SkipRun(f"{where} (attacked) lacks {key!r}")
-        for name in ("flipped", "natural_flipped"):
-            absent = [k for k in ks if str(k) not in (row[name] or {})]
-            if absent:
-                raise SkipRun(f"{where} {name} lacks k = {', '.join(map(str, absent))} of the k_sweep")
-
-
-def read_rows(path: Path, ks: list[int], warnings: list[str], name: str) -> list[dict]:
-    """Complete rows of results.jsonl; a broken last line is a torn write and is dropped with a warning."""
+def load_rows(path: Path, ks: list[int], warnings: list[str], name: str) -> list[ResultRow]:
+    """Complete rows of results.jsonl (`harness.results.read_rows`: a torn last line is dropped,
+    here with a warning)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        read = read_rows(path, ks)
     except FileNotFoundError:
         raise SkipRun("no results.jsonl") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except RowError as exc:
+        raise SkipRun(str(exc)) from None
+    except OSError as exc:
         raise SkipRun(f"results.jsonl unreadable ({exc})") from None
-    lines = [(i, line) for i, line in enumerate(text.split("\n"), start=1) if line.strip()]
-    rows = []
-    for pos, (lineno, line) in enumerate(lines):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if pos == len(lines) - 1:
-                warnings.append(f"{name}: results.jsonl line {lineno} is truncated (interrupted write?); "
-                                f"using the {len(rows)} complete rows")
-                break
-            raise SkipRun(f"results.jsonl line {lineno} is not valid JSON") from None
-        _check_row(row, lineno, ks)
-        rows.append(row)
-    if not rows:
+    if read.torn:
+        warnings.append(f"{name}: {read.torn}")
+    if not read.rows:
         raise SkipRun("results.jsonl has no complete rows yet")
-    return rows
+    return read.rows
 
 
 def read_run(path: Path, warnings: list[str]) -> Run:
@@ -169,7 +144,7 @@ def read_run(path: Path, warnings: list[str]) -> Run:
     if not isinstance(manifest, dict):
         raise SkipRun("manifest.json is not a JSON object")
     config = check_config(manifest.get("config"), "manifest.json")
-    rows = read_rows(path / "results.jsonl", sorted(set(config["k_sweep"])), warnings, name)
+    rows = load_rows(path / "results.jsonl", sorted(set(config["k_sweep"])), warnings, name)
     return Run(name=name, config=config, rows=rows)
 
 

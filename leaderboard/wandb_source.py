@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from harness.stats import COUNT_KEYS
+
 from .errors import LeaderboardError
 from .runs import Loaded, Run, SkipRun, check_config
 
-SUMMARY_COUNTS = ("n_success", "n_verified", "n_items", "n_skipped", "n_attacked")
 # Keys harness.run adds to the W&B config next to the manifest config, and W&B's own.
 NOT_CONFIG = {"model_info", "versions"}
 
@@ -40,7 +41,7 @@ def _config(raw: dict) -> dict:
 
 
 def _check_summary(summary: dict, ks: list[int]) -> dict:
-    for key in ("per_k", "natural_per_k") + SUMMARY_COUNTS:
+    for key in ("per_k", "natural_per_k") + COUNT_KEYS:
         if summary.get(key) is None:
             raise SkipRun(f"run.summary lacks {key!r} (run unfinished, or not logged by harness.run)")
     for name in ("per_k", "natural_per_k"):

@@ -7,9 +7,8 @@ import pytest
 import torch
 from tiny_models import tiny_model, tiny_tokenizer
 
-from attacks import FULL, Score, Target, available_attacks, get_attack
+from attacks import FULL, Mode, Score, Target, available_attacks, get_attack
 from attacks.random_search import RandomSearchConfig, draw_candidates
-from attacks.vocab import attack_vocabulary
 from sparse import SparseConfig, sparse_attention
 from tasks import TaskItem
 
@@ -21,7 +20,7 @@ def pair():
 
 
 def uncached_score(model, tok, prepared, adv, mode, sparse_cfg):
-    ids = torch.tensor([prepared.full_ids(adv)])
+    ids = torch.tensor([prepared.prompt_ids(adv)])
     with torch.no_grad():
         if mode == FULL:
             logits = model(input_ids=ids).logits[0, -1]
@@ -58,13 +57,54 @@ def test_sparse_scores_differ_from_full(pair):
     assert abs(full.p_correct - sparse.p_correct) > 1e-6
 
 
-def test_vocabulary_excludes_special_tokens(pair):
+def test_items_sharing_a_context_share_one_prefix_forward_per_mode(pair):
     model, tok = pair
-    vocab = attack_vocabulary(tok, model.config.vocab_size).tolist()
-    assert not set(tok.all_special_ids) & set(vocab)
-    ascii_vocab = attack_vocabulary(tok, model.config.vocab_size, ascii_only=True).tolist()
-    assert set(ascii_vocab) < set(vocab)
-    assert all(tok.decode([i]).isascii() for i in ascii_vocab)
+    cfg = SparseConfig(k=2, block_q=4, block_k=4, dense_layers=1)
+    shared = Target(model, tok, cfg, batch_size=4)
+    context = "The weather was mild and the afternoon passed quietly. " * 3
+    items = [TaskItem(id=f"t-{i}", question=q, answer=a)
+             for i, (q, a) in enumerate([("Is fire hot?", "yes"), ("Is ice hot?", "no"), ("Do fish swim?", "yes")])]
+    prepared = [shared.prepare(item, context) for item in items]
+    assert len({tuple(p.prefix_ids[: p.cut]) for p in prepared}) == 1  # the question comes after the slot
+    scores = [shared.sweep(p, [5, 6, 7], [2, 3]) for p in prepared]
+    assert shared.prefix_forwards == 3  # full, k=2, k=3: once each for all three items
+    for p, got in zip(prepared, scores):
+        for mode in (FULL, 2, 3):
+            pc, pw = uncached_score(model, tok, p, [5, 6, 7], mode, cfg)
+            assert got[str(mode)].p_correct == pytest.approx(pc, abs=1e-5)
+            assert got[str(mode)].p_wrong == pytest.approx(pw, abs=1e-5)
+
+
+def test_prefix_caches_are_a_bounded_lru(pair):
+    model, tok = pair
+    target = Target(model, tok, SparseConfig(k=2, block_q=4, block_k=4, dense_layers=1), max_cached_prefixes=2)
+    prepared = [target.prepare(TaskItem(id=f"t-{i}", question="Is fire hot?", answer="yes"), f"Context {i}. " * 8)
+                for i in range(3)]
+    for p in prepared:
+        target.score(p, [[5, 6, 7]], FULL)
+    assert target.prefix_forwards == 3 and len(target._caches) == 2
+    target.score(prepared[2], [[5, 6, 7]], FULL)  # most recent: still cached
+    assert target.prefix_forwards == 3
+    target.score(prepared[0], [[5, 6, 7]], FULL)  # evicted first: computed again
+    assert target.prefix_forwards == 4
+
+
+def test_scores_record_the_class_of_the_greedy_token(pair):
+    model, tok = pair
+    target = Target(model, tok, SparseConfig(k=2, block_q=4, block_k=4, dense_layers=1))
+    prepared = target.prepare(TaskItem(id="t-2", question="Is fire hot?", answer="yes"), "Water boils. " * 6)
+    ids = torch.randint(4, len(tok), (12, 3), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        tokens = target.answer_logits(prepared, FULL, adv_ids=ids).argmax(-1).tolist()
+    for token, score in zip(tokens, target.score(prepared, ids, FULL)):
+        want = "correct" if token in prepared.correct_ids else "wrong" if token in prepared.wrong_ids else "other"
+        assert score.argmax == want and score.mass == pytest.approx(score.p_correct + score.p_wrong)
+
+
+def test_modes_are_typed_and_validated():
+    assert Mode.of(FULL).is_full and Mode.of(4) == Mode(4) and Mode.of("4").key == "4"
+    with pytest.raises(ValueError, match="k >= 1"):
+        Mode(0)
 
 
 class ScriptedTarget:
@@ -73,7 +113,10 @@ class ScriptedTarget:
 
     def __init__(self, vocab_size=12):
         self.tokenizer = _FakeTok()
-        self.model = SimpleNamespace(config=SimpleNamespace(vocab_size=vocab_size))
+        embeddings = torch.nn.Embedding(vocab_size, 4)
+        torch.nn.init.normal_(embeddings.weight, generator=torch.Generator().manual_seed(0))
+        self.model = SimpleNamespace(config=SimpleNamespace(vocab_size=vocab_size),
+                                     get_input_embeddings=lambda: embeddings)
         self.calls = []
 
     def score(self, prepared, cands, mode):

@@ -38,7 +38,7 @@ def flippable():
 def reference_gradient(target, prepared, adv, mode):
     """d margin / d one-hot from a plain uncached forward with inputs_embeds requiring grad."""
     model = target.model
-    ids = torch.tensor([prepared.full_ids(adv)])
+    ids = torch.tensor([prepared.prompt_ids(adv)])
     embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
     if mode == FULL:
         logits = model(inputs_embeds=embeds).logits[0, -1]
@@ -85,12 +85,12 @@ def test_margins_equal_the_oracles_scores(flippable, mode):
 
 def test_bounded_scoring_finds_the_exact_argmin(flippable):
     target, prepared = flippable
-    cfg = GCGConfig(n_adv=3, k_attack=2, search_width=24, full_checks=24, full_margin=0.5)
+    cfg = GCGConfig(n_adv=3, k_attack=2, search_width=24, full_checks=24, hinge_margin=0.5)
     search = GCGSearch(target, prepared, cfg, rng_seed=0)
     cands = search.sample(search.x.ids, search.token_gradient(torch.tensor(search.x.ids), 2)[0])
     cands = torch.unique(cands, dim=0)
     ms, mf = search.margins(cands, 2), search.margins(cands, FULL)
-    brute = (ms + cfg.full_weight * torch.relu(cfg.full_margin - mf)).min().item()
+    brute = (ms + cfg.full_weight * torch.relu(cfg.tau - mf)).min().item()
     found = min(e.loss for e in search._evaluate(cands))
     assert found == pytest.approx(brute, abs=1e-5)
 
@@ -132,7 +132,8 @@ def test_gcg_reports_failure_after_its_budget(flippable):
 @pytest.mark.parametrize(
     "field,value",
     [("n_adv", 0), ("steps", 0), ("k_attack", 0), ("batch_size", 0), ("search_width", 0), ("topk", 0),
-     ("n_replace", 0), ("buffer_size", -1), ("full_checks", 0), ("full_weight", -1.0), ("full_margin", float("nan"))],
+     ("n_replace", 0), ("buffer_size", -1), ("full_checks", 0), ("full_weight", -1.0), ("hinge_margin", float("nan")),
+     ("full_margin", -0.1), ("full_margin", 1.0)],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -146,8 +147,16 @@ def test_config_rejects_more_replacements_than_tokens():
 
 def test_gcg_is_registered_with_cli_flags():
     assert "gcg" in available_attacks()
-    args = vars(build_parser().parse_args(["--attack", "gcg", "--search-width", "8", "--full-margin", "0.3"]))
-    assert (args["search_width"], args["full_margin"]) == (8, 0.3)
+    args = vars(build_parser().parse_args(["--attack", "gcg", "--search-width", "8", "--hinge-margin", "0.3",
+                                           "--full-margin", "0.2"]))
+    assert (args["search_width"], args["hinge_margin"], args["full_margin"]) == (8, 0.3, 0.2)
+
+
+def test_hinge_aims_at_least_at_the_counting_margin():
+    assert GCGConfig(hinge_margin=0.2).tau == 0.2
+    # P(a) - P(ā) >= 0.5 with P(a) + P(ā) = 1 needs P(a)/P(ā) >= 3: the hinge must aim there.
+    assert GCGConfig(hinge_margin=0.2, full_margin=0.5).tau == pytest.approx(math.log(3))
+    assert GCGConfig(hinge_margin=2.0, full_margin=0.5).tau == 2.0
 
 
 def test_cli_gcg_writes_the_random_schema_and_resumes(tmp_path):

@@ -73,8 +73,20 @@ def test_run_writes_schema_and_is_deterministic(model_dir, suite_file, tmp_path,
             assert r["flipped"][k] == (r["scores"]["full"]["correct"] and not r["scores"][k]["correct"])
             assert r["scores"][k]["correct"] == (r["scores"][k]["p_correct"] > r["scores"][k]["p_wrong"])
         assert r["success"] == r["flipped"]["1"] or not r["success"]
-        assert r["verified"] == (r["success"] and r["scores"]["8"]["correct"])
         assert len(r["adv_ids"]) == 3 and 1 <= r["steps"] <= 12
+        # the answer position has more than 8 key blocks of 4 tokens, so k = 8 is still sparse
+        assert r["answer_blocks"] > 8 and r["density"]["8"] == pytest.approx(8 / r["answer_blocks"])
+        if r["success"]:
+            assert r["verified_status"] == ("verified" if r["scores"]["8"]["correct"] else "not verified")
+            assert r["verified"] == (r["verified_status"] == "verified")
+            assert r["monotone"] == (not r["scores"]["1"]["correct"])
+        for k in ("1", "2", "8"):
+            classes = r["outcomes"][k]
+            assert classes["seed"] == (classes["strict"] or classes["breakdown"])
+            assert classes["strict"] == (r["scores"]["full"]["correct"] and r["scores"][k]["argmax"] == "wrong")
+    # items were attacked: a failed attack used its whole budget of 12 candidates
+    assert len(attacked) >= 3
+    assert all(r["steps"] == 12 for r in attacked if not r["success"])
     k1 = next(e for e in summary["per_k"] if e["k"] == 1)
     assert k1["n_flipped"] == sum(r["flipped"]["1"] for r in attacked)
     table = render(tmp_path / "a")
@@ -116,6 +128,7 @@ def test_resume_with_different_config_is_refused(model_dir, suite_file, tmp_path
         (["--steps", "-1"], "--steps must be an integer >= 1"),
         (["--context", "poem"], "unknown context 'poem'"),
         (["--config", "/nonexistent.yaml"], "cannot read config file"),
+        (["--full-margin", "1.5"], "--full-margin must be a number in [0, 1)"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(model_dir, suite_file, tmp_path, extra, message):

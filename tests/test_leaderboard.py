@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.results import ResultRow, RowError
 from harness.stats import summarize, wilson
 from leaderboard.cli import main
 
@@ -69,6 +70,10 @@ def make_rows(n, flips, natural=None, skipped=0, prefix="item", k_attack=4, ks=K
     return rows
 
 
+def loaded(rows):
+    return [ResultRow.from_dict(r) for r in rows]
+
+
 def make_run(root, name, rows, **cfg):
     """Write a run directory as harness.run does: manifest, one JSON line per item, summary."""
     d = Path(root) / name
@@ -79,7 +84,11 @@ def make_run(root, name, rows, **cfg):
         "versions": {"python": "3.11.7", "torch": "2.13.0", "transformers": "5.0.0", "flipbench": "0.1.0"},
         "git_commit": None, "created": "2026-01-01T00:00:00Z"}))
     (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (d / "summary.json").write_text(json.dumps(summarize(rows, c["k_attack"], c["k_sweep"])))
+    try:
+        summary = summarize(loaded(rows), c["k_attack"], c["k_sweep"])
+    except RowError:  # a deliberately broken row: the harness would never have written a summary of it
+        summary = {}
+    (d / "summary.json").write_text(json.dumps(summary))
     return d
 
 
@@ -433,7 +442,7 @@ class FakeRun:
 
 def wandb_summary(rows, cfg):
     """What harness.wandb_log puts in run.summary: numeric summary keys plus per_k lists."""
-    s = summarize(rows, cfg["k_attack"], cfg["k_sweep"])
+    s = summarize(loaded(rows), cfg["k_attack"], cfg["k_sweep"])
     return {k: v for k, v in s.items() if isinstance(v, (int, float)) or v is None or k.endswith("per_k")}
 
 

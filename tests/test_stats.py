@@ -6,6 +6,7 @@ import statistics
 
 import pytest
 
+from harness.results import ResultRow
 from harness.stats import rate_with_ci, summarize, wilson
 
 Z = 1.959964
@@ -70,7 +71,7 @@ def row(item, *, flipped=None, natural=None, success=False, verified=False, step
          "natural_flipped": {k: k in natural for k in ks}, "success": success, "verified": verified,
          "steps": steps}
     r["flipped"] = None if skipped else {k: k in (flipped or ()) for k in ks}
-    return r
+    return ResultRow.from_dict(r)
 
 
 def test_summarize_hand_built_rows():
