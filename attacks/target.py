@@ -14,7 +14,9 @@ that share a context (a needle suite asks several questions about one context)
 share one prefix forward per mode, and GCG uses the same caches as the verdicts.
 
 Candidates of equal length are scored in batches, logits only at the answer
-position, in the model's dtype (float32 on CPU).
+position, in the model's dtype (float32 on CPU). Batched full-attention inference
+attends to one shared copy of the prefix (`attacks.prefix_attention`) instead of a
+transformers cache repeated per candidate.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from transformers import DynamicCache
 from sparse import SparseConfig, sparse_attention
 from tasks import AnswerSets, TaskItem, answer_token_sets, build_prompt
 from tasks.outcomes import CORRECT, OTHER, WRONG, Score
+
+from .prefix_attention import shared_prefix_attention
 
 FULL = "full"
 
@@ -189,17 +193,26 @@ class Target:
         mode = Mode.of(mode)
         cut = self._cut(prepared, mode, whole_prefix)
         n = adv_ids.shape[0] if adv_ids is not None else adv_embeds.shape[0]
-        cache = self._cache(tuple(prepared.prefix_ids[:cut]), mode, n)
+        prefix = tuple(prepared.prefix_ids[:cut])
         head = torch.tensor(prepared.prefix_ids[cut:], dtype=torch.long, device=self.device)
         tail = torch.tensor(prepared.suffix_ids, dtype=torch.long, device=self.device)
         if adv_ids is not None:
-            inputs = {"input_ids": torch.cat([head.expand(n, -1), adv_ids.to(self.device), tail.expand(n, -1)], dim=1)}
+            ids = torch.cat([head.expand(n, -1), adv_ids.to(self.device), tail.expand(n, -1)], dim=1)
+            if mode.is_full and prefix and not torch.is_grad_enabled():
+                # Inference under full attention: attend to one shared copy of the prefix.
+                layers = self._prefix_layers(prefix, mode)
+                positions = torch.arange(cut, cut + ids.shape[1], device=self.device).expand(n, -1)
+                with shared_prefix_attention(self.model, layers):
+                    return self.model(input_ids=ids, position_ids=positions, use_cache=False,
+                                      logits_to_keep=1).logits[:, -1]
+            inputs = {"input_ids": ids}
         else:
             embed = self.model.get_input_embeddings()
             with torch.no_grad():
                 head_e, tail_e = embed(head), embed(tail)
             inputs = {"inputs_embeds": torch.cat([head_e.expand(n, -1, -1), adv_embeds,
                                                   tail_e.expand(n, -1, -1)], dim=1)}
+        cache = self._cache(prefix, mode, n)
         with self.attention(mode):
             out = self.model(**inputs, use_cache=cache is not None, logits_to_keep=1, **{self._cache_kw: cache})
         return out.logits[:, -1]

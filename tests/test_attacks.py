@@ -8,6 +8,7 @@ import torch
 from tiny_models import tiny_model, tiny_tokenizer
 
 from attacks import FULL, Mode, Score, Target, available_attacks, get_attack
+from attacks.prefix_attention import attend_with_prefix
 from attacks.random_search import RandomSearchConfig, draw_candidates
 from sparse import SparseConfig, sparse_attention
 from tasks import TaskItem
@@ -195,3 +196,18 @@ def test_registry_lists_random_and_rejects_unknown():
     assert "random" in available_attacks()
     with pytest.raises(KeyError, match="unknown attack 'nope'; known attacks: .*random"):
         get_attack("nope")
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2, 4])
+def test_shared_prefix_attention_equals_causal_attention_over_the_whole_sequence(kv_heads):
+    g = torch.Generator().manual_seed(0)
+    B, Hq, P, T, D = 3, 4, 13, 5, 8
+    pk, pv = torch.randn(1, kv_heads, P, D, generator=g), torch.randn(1, kv_heads, P, D, generator=g)
+    q = torch.randn(B, Hq, T, D, generator=g)
+    k, v = torch.randn(B, kv_heads, T, D, generator=g), torch.randn(B, kv_heads, T, D, generator=g)
+    got = attend_with_prefix(q, k, v, pk, pv, D**-0.5)
+    keys, values = torch.cat([pk.expand(B, -1, -1, -1), k], 2), torch.cat([pv.expand(B, -1, -1, -1), v], 2)
+    mask = torch.ones(T, P + T, dtype=torch.bool).tril(P)
+    want = torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
+                                                            enable_gqa=kv_heads != Hq)
+    assert torch.allclose(got, want, atol=1e-5)
