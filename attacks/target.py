@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 from collections import OrderedDict
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers import DynamicCache
@@ -250,6 +250,39 @@ class Target:
             for pc, pw, tok in zip(p_correct.tolist(), p_wrong.tolist(), tokens):
                 scores.append(Score(pc, pw, self.tokenizer.decode([tok]), self._argmax_class(tok, prepared)))
         return scores
+
+    @torch.no_grad()
+    def greedy_tokens(self, prepared: PreparedItem, adv_ids, mode, n_tokens: int = 2) -> list[int]:
+        """The next `n_tokens` greedy tokens after the prompt under `mode` (prefix caches reused)."""
+        adv = torch.as_tensor([list(adv_ids)], dtype=torch.long).reshape(1, -1)
+        tokens: list[int] = []
+        for _ in range(n_tokens):
+            step = replace(prepared, suffix_ids=list(prepared.suffix_ids) + tokens)
+            tokens.append(int(self.answer_logits(step, mode, adv_ids=adv).argmax(-1)))
+        return tokens
+
+    def minimal_k(self, prepared: PreparedItem, adv_ids, n_tokens: int = 2, search: str = "binary") -> int:
+        """The seed's per-prompt sparsity (section 3.2, step 3): a k whose next `n_tokens`
+        greedy tokens equal full attention's, in [1, causal key blocks at the last position].
+
+        `search="binary"` is the seed's binary search: it returns the smallest agreeing k
+        only if agreement is monotone in k (the result agrees and k - 1 does not, but a
+        smaller k may agree again). `search="linear"` tries k = 1, 2, ... and returns the
+        true minimum, at the cost of one decode per k tried."""
+        if search not in ("binary", "linear"):
+            raise ValueError(f"search must be 'binary' or 'linear', got {search!r}")
+        reference = self.greedy_tokens(prepared, adv_ids, FULL, n_tokens)
+        lo, hi = 1, (len(prepared.prompt_ids(adv_ids)) + n_tokens - 2) // self.sparse.block_k + 1
+        if search == "linear":
+            return next(k for k in range(lo, hi + 1)
+                        if k == hi or self.greedy_tokens(prepared, adv_ids, k, n_tokens) == reference)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.greedy_tokens(prepared, adv_ids, mid, n_tokens) == reference:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
 
     def sweep(self, prepared: PreparedItem, adv_ids, ks) -> dict[str, Score]:
         """{"full": Score, "<k>": Score, ...} for one candidate."""

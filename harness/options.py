@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-margin", dest="full_margin", type=float, default=S,
                    help="a flip counts only if full attention answers right by at least this much "
                         "P(correct) - P(wrong) (default 0.0; also the attacks' success criterion)")
+    p.add_argument("--minimal-k", dest="minimal_k", type=_bool, nargs="?", const=True, default=S,
+                   help="also record each item's seed k (binary search for the smallest k reproducing full "
+                        "attention's next two tokens) on the clean and adversarial prompt, and the flip at the "
+                        "clean prompt's k (costs a few forwards per item)")
     p.add_argument("--seed", type=int, default=S)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=S, help="candidates scored per forward (default 16)")
     p.add_argument("--ascii-only", dest="ascii_only", type=_bool, nargs="?", const=True, default=S,

@@ -105,6 +105,20 @@ def _outcomes(scores: dict, ks, full_margin: float) -> tuple[dict[str, bool], di
     return flips, classes
 
 
+def seed_k_record(target: Target, prepared, row: ResultRow, margin: float) -> dict:
+    """The k a researcher using STREAM as intended would pick (the seed's binary search for
+    the smallest k reproducing full attention's next two tokens) on the clean prompt and,
+    when attacked, on the adversarial one; and whether the adversarial prompt flips at the
+    clean prompt's k (k calibrated on clean data, then used on the attacked prompt)."""
+    record = {"clean": target.minimal_k(prepared, [])}
+    if row.adv_ids is not None:
+        record["adversarial"] = target.minimal_k(prepared, row.adv_ids)
+        at_clean = target.score(prepared, [row.adv_ids], record["clean"])[0]
+        outcome = classify(row.scores[FULL], at_clean, margin)
+        record.update(flip_at_clean_k=outcome.flip, strict_at_clean_k=outcome.strict)
+    return record
+
+
 def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> tuple[ResultRow, list[dict]]:
     """Score, attack and sweep one item; returns its row and the attack's trace."""
     start = time.perf_counter()
@@ -132,6 +146,8 @@ def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> tu
         row.success = result.success and classify(scores[FULL], scores[str(opts["k_attack"])], margin).success
         row.scores, row.flipped, row.outcomes = scores, flipped, classes
         trace = result.trace
+    if opts["minimal_k"]:
+        row.minimal_k = seed_k_record(target, prepared, row, margin)
     row.answer_blocks, row.density = answer_geometry(len(prepared.prompt_ids(adv_ids)), target.sparse, ks)
     if row.success:
         row.verified_status, row.monotone = verification(row.scores, ks, opts["k_attack"], row.density)
@@ -164,6 +180,12 @@ def format_table(summary: dict) -> str:
         verified += f", unverifiable {summary['n_unverifiable']}, monotone {summary['n_monotone']}"
     lines.append(f"attack success: {summary['n_success']}/{n} ({verified}), "
                  f"skipped: {summary['n_skipped']} of {summary['n_items']} items")
+    seed_k = summary.get("seed_k")
+    if seed_k:
+        flips = seed_k["flip_at_clean_k"]
+        lines.append(f"seed k (binary search, next 2 tokens): median {seed_k['median_clean']} clean, "
+                     f"{seed_k['median_adversarial']} adversarial; flips at the clean prompt's k: "
+                     f"{flips['count']}/{flips['n']} [{flips['ci_low']:.3f}, {flips['ci_high']:.3f}]")
     lines.append("density: kept / causal key blocks at the answer position (mean over items)")
     return "\n".join(lines)
 

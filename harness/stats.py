@@ -116,6 +116,14 @@ def summarize(rows: list[ResultRow], k_attack: int, k_sweep: list[int]) -> dict:
     if any(r.verified_status for r in successes):
         summary["n_unverifiable"] = sum(1 for r in successes if r.verified_status == UNVERIFIABLE)
         summary["n_monotone"] = sum(1 for r in successes if r.monotone)
+    seed_k = [r.minimal_k for r in attacked if r.minimal_k and "adversarial" in r.minimal_k]
+    if seed_k:
+        summary["seed_k"] = {
+            "median_clean": statistics.median(m["clean"] for m in seed_k),
+            "median_adversarial": statistics.median(m["adversarial"] for m in seed_k),
+            "flip_at_clean_k": proportion(sum(bool(m["flip_at_clean_k"]) for m in seed_k), len(seed_k)),
+            "strict_at_clean_k": proportion(sum(bool(m["strict_at_clean_k"]) for m in seed_k), len(seed_k)),
+        }
     blocks = [r.answer_blocks for r in rows if r.answer_blocks is not None]
     if blocks:
         summary["answer_blocks_median"] = statistics.median(blocks)

@@ -194,3 +194,20 @@ def test_plugin_registers_a_sparse_method_for_the_run(model_dir, suite_file, tmp
     assert json.loads((out / "manifest.json").read_text())["config"]["method"] == "test_plugin_recent"
     assert main(args) == 0  # resuming imports the plugin again without a double registration
     assert main(base_args(model_dir, suite_file, tmp_path / "q") + ["--plugin", str(tmp_path / "none.py")]) == 2
+
+
+def test_minimal_k_records_the_seed_k_and_the_flip_there(model_dir, suite_file, tmp_path):
+    out = tmp_path / "mk"
+    assert main(base_args(model_dir, suite_file, out) + ["--limit", "4", "--minimal-k"]) == 0
+    rows = read_rows(out)
+    attacked = [r for r in rows if r["status"] == "attacked"]
+    assert attacked
+    for r in rows:
+        seed_k = r["minimal_k"]
+        assert 1 <= seed_k["clean"] <= r["answer_blocks"]
+        if r["status"] == "attacked":
+            assert 1 <= seed_k["adversarial"] <= r["answer_blocks"]
+            if str(seed_k["clean"]) in r["flipped"]:  # scored in the sweep too: the same verdict
+                assert seed_k["flip_at_clean_k"] == r["flipped"][str(seed_k["clean"])]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seed_k"]["flip_at_clean_k"]["n"] == len(attacked)
