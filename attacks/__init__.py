@@ -1,6 +1,7 @@
 """Attacks that look for adversarial tokens flipping answers under sparse attention."""
 
 from . import gcg as _gcg  # noqa: F401  (registers "gcg")
+from . import natural as _natural  # noqa: F401  (registers "none")
 from . import random_search as _random_search  # noqa: F401  (registers "random")
 from .registry import AttackResult, AttackSpec, UnknownAttackError, available_attacks, get_attack, register_attack
 from .target import FULL, Mode, PreparedItem, Score, Target

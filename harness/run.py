@@ -139,7 +139,7 @@ def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> tu
         row.status, row.skip_reason = SKIPPED, SKIP_FULL_WRONG
     else:
         result = spec.run(target, prepared, attack_cfg, seed, progress=progress)
-        scores = target.sweep(prepared, result.adv_ids, ks)
+        scores = target.sweep(prepared, result.adv_ids, ks) if result.adv_ids else natural
         flipped, classes = _outcomes(scores, ks, margin)
         adv_ids = result.adv_ids
         row.adv_ids, row.adv_text, row.steps = result.adv_ids, result.adv_text, result.steps
@@ -222,7 +222,7 @@ def run(opts: dict) -> dict:
     todo = [item for item in items if item.id not in done]
     summary = store.write_summary(rows, opts["k_attack"], opts["k_sweep"])
     for item in tqdm(todo, desc="items", unit="item"):
-        with tqdm(total=attack_cfg.steps, desc=f"{item.id} {opts['attack']}", unit="step", leave=False) as bar:
+        with tqdm(total=getattr(attack_cfg, "steps", None), desc=f"{item.id} {opts['attack']}", unit="step", leave=False) as bar:
             row, trace = run_item(target, spec, attack_cfg, item, opts, bar)
         store.append(row)
         rows.append(row)

@@ -211,3 +211,15 @@ def test_minimal_k_records_the_seed_k_and_the_flip_there(model_dir, suite_file, 
                 assert seed_k["flip_at_clean_k"] == r["flipped"][str(seed_k["clean"])]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seed_k"]["flip_at_clean_k"]["n"] == len(attacked)
+
+
+def test_attack_none_measures_natural_flips_only(model_dir, suite_file, tmp_path):
+    out = tmp_path / "none"
+    assert main(base_args(model_dir, suite_file, out) + ["--attack", "none"]) == 0
+    rows = read_rows(out)
+    for r in rows:
+        if r["status"] == "attacked":
+            assert r["adv_ids"] == [] and r["steps"] == 0 and not r["success"]
+            assert r["scores"] == r["natural"] and r["flipped"] == r["natural_flipped"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["per_k"] == summary["natural_per_k"]
