@@ -55,6 +55,14 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    return values
+
+
 def _bool(text) -> bool:
     if isinstance(text, bool):
         return text
@@ -85,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k-attack", dest="k_attack", type=int, default=S, help="sparsity k the attack targets (default 4)")
     p.add_argument("--k-sweep", dest="k_sweep", type=_int_list, default=S,
                    help="comma-separated k values to evaluate (default 2,4,8,16; k-attack is added)")
+    p.add_argument("--density-sweep", dest="density_sweep", type=_float_list, default=S,
+                   help="instead of a fixed k sweep: densities (kept / causal key blocks at the answer position), "
+                        "e.g. 0.02,0.05,0.1,0.25; each item is scored at the k giving each density for its length "
+                        "(k-attack is always scored)")
     p.add_argument("--method", default=S, help="sparse method (default stream)")
     p.add_argument("--block-size", dest="block_size", type=int, default=S, help="sets both --block-q and --block-k (default 8)")
     p.add_argument("--block-q", dest="block_q", type=int, default=S)
@@ -150,6 +162,8 @@ def load_yaml(path: str) -> dict:
             raise UsageError(f"config file {path}: unknown option {key!r}")
         if name == "k_sweep" and not isinstance(value, list):
             value = _int_list(value)
+        if name == "density_sweep" and value is not None and not isinstance(value, list):
+            value = _float_list(value)
         out[name] = value
     return out
 
@@ -203,6 +217,9 @@ def resolve(argv) -> dict:
             if name not in from_file and name not in args:
                 opts[name] = block
     validate(opts)
+    if opts["density_sweep"] is not None:
+        opts["density_sweep"] = sorted(set(float(d) for d in opts["density_sweep"]))
+        opts["k_sweep"] = []  # each item's k values follow from its length; k_attack is always scored
     ks = sorted(set(int(k) for k in opts["k_sweep"]) | {int(opts["k_attack"])})
     opts["k_sweep"] = ks
     return opts
@@ -221,6 +238,12 @@ def validate(opts: dict) -> None:
     positive("context_tokens", 0)
     if opts.get("limit") is not None:
         positive("limit")
+    densities = opts.get("density_sweep")
+    if densities is not None:
+        if not isinstance(densities, list) or not densities:
+            raise UsageError("--density-sweep must list at least one density, e.g. 0.02,0.05,0.1,0.25")
+        if any(isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 1 for d in densities):
+            raise UsageError(f"--density-sweep values must be numbers in (0, 1], got {densities}")
     margin = opts.get("full_margin")
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
         raise UsageError(f"--full-margin must be a number in [0, 1), got {margin!r}")

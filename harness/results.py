@@ -29,7 +29,7 @@ FULL = "full"
 # Options added after the first release, with the value that reproduces older runs: a
 # run directory whose config lacks one of them ran with this value (resume and pooling
 # compare configs with these filled in).
-ADDED_OPTION_DEFAULTS = {"full_margin": 0.0, "minimal_k": False}
+ADDED_OPTION_DEFAULTS = {"full_margin": 0.0, "minimal_k": False, "density_sweep": None}
 
 
 def with_added_defaults(config: dict) -> dict:
@@ -90,12 +90,13 @@ class ResultRow:
     attribution: dict | None = None
     needle: dict | None = None
     minimal_k: dict | None = None
+    density_ks: dict[str, int] | None = None
     timing: dict = field(default_factory=dict)
 
     LEGACY_KEYS = ("item_id", "question", "answer", "status", "skip_reason", "natural", "natural_flipped",
                    "attack", "k_attack", "adv_ids", "adv_text", "steps", "success", "verified", "scores", "flipped")
     OPTIONAL_KEYS = ("natural_outcomes", "outcomes", "answer_blocks", "density", "verified_status", "monotone",
-                     "attribution", "needle", "minimal_k")
+                     "attribution", "needle", "minimal_k", "density_ks")
 
     @property
     def attacked(self) -> bool:

@@ -74,10 +74,21 @@ def kept_blocks(cfg: SparseConfig, k: int, n_blocks: int) -> int:
     return min(k, n_blocks)
 
 
+def causal_blocks(prompt_len: int, cfg: SparseConfig) -> int:
+    """Causal key blocks of the answer position (the prompt's last token)."""
+    return (prompt_len - 1) // cfg.block_k + 1
+
+
 def answer_geometry(prompt_len: int, cfg: SparseConfig, ks) -> tuple[int, dict[str, float]]:
     """(causal key blocks at the answer position, {k: kept / causal blocks there})."""
-    n_blocks = (prompt_len - 1) // cfg.block_k + 1
+    n_blocks = causal_blocks(prompt_len, cfg)
     return n_blocks, {str(k): kept_blocks(cfg, k, n_blocks) / n_blocks for k in ks}
+
+
+def k_for_density(cfg: SparseConfig, density: float, n_blocks: int) -> int:
+    """The k whose kept / causal blocks at the answer position is closest to `density`
+    (the smaller k on a tie)."""
+    return min(range(1, n_blocks + 1), key=lambda k: (abs(kept_blocks(cfg, k, n_blocks) / n_blocks - density), k))
 
 
 def verification(scores: dict, ks: list[int], k_attack: int, density: dict[str, float]) -> tuple[str, bool]:
@@ -123,16 +134,20 @@ def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> tu
     """Score, attack and sweep one item; returns its row and the attack's trace."""
     start = time.perf_counter()
     seed = item_seed(opts["seed"], item.id)
-    ks = opts["k_sweep"]
     margin = opts["full_margin"]
     context = "" if item.context is not None and item.needle_span is not None else \
         build_context(opts["context"], target.tokenizer, opts["context_tokens"], seed=seed)
     prepared = target.prepare(item, context)
+    ks, density_ks = opts["k_sweep"], None
+    if opts["density_sweep"] is not None:
+        n_blocks = causal_blocks(len(prepared.prompt_ids([0] * getattr(attack_cfg, "n_adv", 0))), target.sparse)
+        density_ks = {str(d): k_for_density(target.sparse, d, n_blocks) for d in opts["density_sweep"]}
+        ks = sorted(set(ks) | set(density_ks.values()))
     natural = target.sweep(prepared, [], ks)
     natural_flipped, natural_classes = _outcomes(natural, ks, margin)
     row = ResultRow(item_id=item.id, question=item.question, answer=item.answer, status=ATTACKED, skip_reason=None,
                     natural=natural, natural_flipped=natural_flipped, attack=opts["attack"],
-                    k_attack=opts["k_attack"], natural_outcomes=natural_classes)
+                    k_attack=opts["k_attack"], natural_outcomes=natural_classes, density_ks=density_ks)
     trace: list[dict] = []
     adv_ids: list[int] = []
     if not natural[FULL].correct:
@@ -180,6 +195,9 @@ def format_table(summary: dict) -> str:
         verified += f", unverifiable {summary['n_unverifiable']}, monotone {summary['n_monotone']}"
     lines.append(f"attack success: {summary['n_success']}/{n} ({verified}), "
                  f"skipped: {summary['n_skipped']} of {summary['n_items']} items")
+    for e in summary.get("per_density", []):
+        lines.append(f"density {e['density']:.3f} (median k {e['k_median']}): flip rate {e['flip_rate']:.3f} "
+                     f"[{e['ci_low']:.3f}, {e['ci_high']:.3f}], natural {e['natural']['rate']:.3f}, n {e['n']}")
     seed_k = summary.get("seed_k")
     if seed_k:
         flips = seed_k["flip_at_clean_k"]
@@ -220,13 +238,13 @@ def run(opts: dict) -> dict:
     target = Target(model, tokenizer, sparse_cfg, batch_size=opts["batch_size"])
     logger = WandbLogger(opts["wandb"], opts["wandb_project"], manifest, out)
     todo = [item for item in items if item.id not in done]
-    summary = store.write_summary(rows, opts["k_attack"], opts["k_sweep"])
+    summary = store.write_summary(rows, opts["k_attack"], opts["k_sweep"], opts["density_sweep"])
     for item in tqdm(todo, desc="items", unit="item"):
         with tqdm(total=getattr(attack_cfg, "steps", None), desc=f"{item.id} {opts['attack']}", unit="step", leave=False) as bar:
             row, trace = run_item(target, spec, attack_cfg, item, opts, bar)
         store.append(row)
         rows.append(row)
-        summary = store.write_summary(rows, opts["k_attack"], opts["k_sweep"])
+        summary = store.write_summary(rows, opts["k_attack"], opts["k_sweep"], opts["density_sweep"])
         logger.log_item(row, trace, summary)
     logger.finish(summary, rows)
     print(format_table(summary))

@@ -77,7 +77,22 @@ def _mean_density(rows: list[ResultRow], k: int) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def summarize(rows: list[ResultRow], k_attack: int, k_sweep: list[int]) -> dict:
+def _per_density(rows: list[ResultRow], densities: list[float]) -> list[dict]:
+    """Flip and natural flip rates at each density, each item scored at its own k for it."""
+    out = []
+    for d in densities:
+        ks = {r.item_id: r.density_ks[str(d)] for r in rows if r.density_ks and str(d) in r.density_ks}
+        measured = [r for r in rows if r.item_id in ks]
+        flips = sum(_flag(r.flipped, ks[r.item_id]) for r in measured)
+        natural = sum(_flag(r.natural_flipped, ks[r.item_id]) for r in measured)
+        out.append({"density": d, "k_median": statistics.median(ks.values()) if ks else None,
+                    **rate_with_ci(flips, len(measured)),
+                    "natural": proportion(natural, len(measured))})
+    return out
+
+
+def summarize(rows: list[ResultRow], k_attack: int, k_sweep: list[int],
+              density_sweep: list[float] | None = None) -> dict:
     """summary.json from results.jsonl rows, as docs/results-schema.md defines it.
 
     Rates are over attacked rows only (full attention answers those correctly
@@ -124,6 +139,8 @@ def summarize(rows: list[ResultRow], k_attack: int, k_sweep: list[int]) -> dict:
             "flip_at_clean_k": proportion(sum(bool(m["flip_at_clean_k"]) for m in seed_k), len(seed_k)),
             "strict_at_clean_k": proportion(sum(bool(m["strict_at_clean_k"]) for m in seed_k), len(seed_k)),
         }
+    if density_sweep:
+        summary["per_density"] = _per_density(attacked, density_sweep)
     blocks = [r.answer_blocks for r in rows if r.answer_blocks is not None]
     if blocks:
         summary["answer_blocks_median"] = statistics.median(blocks)

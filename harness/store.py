@@ -69,8 +69,9 @@ class RunStore:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def write_summary(self, rows: list[ResultRow], k_attack: int, k_sweep: list[int]) -> dict:
-        summary = summarize(rows, k_attack, k_sweep)
+    def write_summary(self, rows: list[ResultRow], k_attack: int, k_sweep: list[int],
+                      density_sweep: list[float] | None = None) -> dict:
+        summary = summarize(rows, k_attack, k_sweep, density_sweep)
         _write_json_atomic(self.summary_path, summary)
         return summary
 

@@ -223,3 +223,29 @@ def test_attack_none_measures_natural_flips_only(model_dir, suite_file, tmp_path
             assert r["scores"] == r["natural"] and r["flipped"] == r["natural_flipped"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["per_k"] == summary["natural_per_k"]
+
+
+def test_density_sweep_scores_each_item_at_the_k_of_each_density(model_dir, suite_file, tmp_path):
+    out = tmp_path / "dens"
+    args = base_args(model_dir, suite_file, out) + ["--limit", "4", "--density-sweep", "0.1,0.25,0.5"]
+    assert main(args) == 0
+    rows = read_rows(out)
+    for r in rows:
+        assert set(r["density_ks"]) == {"0.1", "0.25", "0.5"}
+        for d, k in r["density_ks"].items():
+            got = r["density"][str(k)]
+            # the closest density any k can give: k/n within half a block of the target
+            assert abs(got - float(d)) <= 0.5 / r["answer_blocks"] + 1e-12
+            assert str(k) in r["natural_flipped"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [e["density"] for e in summary["per_density"]] == [0.1, 0.25, 0.5]
+    assert summary["k_sweep"] == [1]  # only k_attack as a fixed k
+    attacked = [r for r in rows if r["status"] == "attacked"]
+    for e in summary["per_density"]:
+        assert e["n"] == len(attacked)
+        assert e["n_flipped"] == sum(r["flipped"][str(r["density_ks"][str(e["density"])])] for r in attacked)
+
+
+def test_bad_density_sweep_is_refused(model_dir, suite_file, tmp_path, capsys):
+    assert main(base_args(model_dir, suite_file, tmp_path / "x") + ["--density-sweep", "0.5,1.5"]) == 2
+    assert "(0, 1]" in capsys.readouterr().err
