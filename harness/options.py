@@ -47,20 +47,20 @@ DEFAULTS = {
 NOT_RESULT_KEYS = {"out", "wandb", "wandb_project", "config", "plugin"}
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    return values
+def _list_of(cast, what: str):
+    """An argparse type for comma-separated values of `cast`."""
+
+    def parse(text: str) -> list:
+        try:
+            return [cast(x) for x in str(text).split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+
+    return parse
 
 
-def _float_list(text: str) -> list[float]:
-    try:
-        values = [float(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    return values
+_int_list = _list_of(int, "integers")
+_float_list = _list_of(float, "numbers")
 
 
 def _bool(text) -> bool:
