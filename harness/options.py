@@ -103,8 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-k", dest="block_k", type=int, default=S)
     p.add_argument("--dense-layers", dest="dense_layers", type=int, default=S, help="first layers kept dense (default 2)")
     p.add_argument("--model", default=S, help="model preset, hub id or local path (default smollm2-135m)")
-    p.add_argument("--suite", default=S, help="task suite: seed4, facts, a .jsonl/.csv/.yaml file or hf:name[:config]:split")
-    p.add_argument("--limit", type=int, default=S, help="use the first N items of the suite")
+    p.add_argument("--suite", default=S, help="task suite: seed4, facts, needle (generated, see --depth), "
+                                              "a .jsonl/.csv/.yaml file or hf:name[:config]:split")
+    p.add_argument("--limit", type=int, default=S, help="use the first N items of the suite (needle: N items in all, "
+                                                          "default 48)")
+    p.add_argument("--depth", type=_float_list, default=S,
+                   help="needle suite: relative depths of the needles in the context (default 0.1,0.5,0.9)")
     p.add_argument("--n-adv", dest="n_adv", type=int, default=S, help="adversarial tokens (default 3)")
     p.add_argument("--steps", type=int, default=S, help="attack budget: candidates (random) or steps (gcg) (default 200)")
     p.add_argument("--context", default=S, help="context builder: none, filler, haystack (default filler)")
@@ -162,7 +166,7 @@ def load_yaml(path: str) -> dict:
             raise UsageError(f"config file {path}: unknown option {key!r}")
         if name == "k_sweep" and not isinstance(value, list):
             value = _int_list(value)
-        if name == "density_sweep" and value is not None and not isinstance(value, list):
+        if name in ("density_sweep", "depth") and value is not None and not isinstance(value, list):
             value = _float_list(value)
         out[name] = value
     return out
@@ -244,6 +248,16 @@ def validate(opts: dict) -> None:
             raise UsageError("--density-sweep must list at least one density, e.g. 0.02,0.05,0.1,0.25")
         if any(isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 1 for d in densities):
             raise UsageError(f"--density-sweep values must be numbers in (0, 1], got {densities}")
+    from tasks.needle import MIN_CONTEXT_TOKENS
+
+    if opts.get("suite") == "needle" and opts["context_tokens"] < MIN_CONTEXT_TOKENS:
+        raise UsageError(f"--context-tokens must be >= {MIN_CONTEXT_TOKENS} for the needle suite, "
+                         f"got {opts['context_tokens']}")
+    depth = opts.get("depth")
+    if depth is not None and (not isinstance(depth, list) or not depth
+                              or any(isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d <= 1
+                                     for d in depth)):
+        raise UsageError(f"--depth must list needle depths in [0, 1], e.g. 0.1,0.5,0.9, got {depth!r}")
     margin = opts.get("full_margin")
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
         raise UsageError(f"--full-margin must be a number in [0, 1), got {margin!r}")

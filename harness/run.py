@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from attacks import FULL, Target, get_attack
 from sparse import SparseConfig
-from tasks import SuiteError, build_context, load_suite
+from tasks import SuiteError, build_context, load_suite, needle_token_span, needs_tokenizer
+from tasks.needle import DEFAULT_DEPTHS
 from tasks.outcomes import classify
 
 from .errors import UsageError
@@ -135,7 +136,7 @@ def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> tu
     start = time.perf_counter()
     seed = item_seed(opts["seed"], item.id)
     margin = opts["full_margin"]
-    context = "" if item.context is not None and item.needle_span is not None else \
+    context = "" if item.needle_span is not None else \
         build_context(opts["context"], target.tokenizer, opts["context_tokens"], seed=seed)
     prepared = target.prepare(item, context)
     ks, density_ks = opts["k_sweep"], None
@@ -148,6 +149,9 @@ def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> tu
     row = ResultRow(item_id=item.id, question=item.question, answer=item.answer, status=ATTACKED, skip_reason=None,
                     natural=natural, natural_flipped=natural_flipped, attack=opts["attack"],
                     k_attack=opts["k_attack"], natural_outcomes=natural_classes, density_ks=density_ks)
+    if item.needle_span is not None:
+        row.needle = {"depth": item.depth, "group": item.group,
+                      "token_span": list(needle_token_span(target.tokenizer, item, context))}
     trace: list[dict] = []
     adv_ids: list[int] = []
     if not natural[FULL].correct:
@@ -208,6 +212,15 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _items(opts: dict, tokenizer) -> list:
+    """The suite's items; generated suites (needle) are sized with the model's tokenizer."""
+    try:
+        return load_suite(opts["suite"], opts["limit"], tokenizer=tokenizer, context_tokens=opts["context_tokens"],
+                          depths=opts["depth"] or DEFAULT_DEPTHS, seed=opts["seed"])
+    except SuiteError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def run(opts: dict) -> dict:
     from harness.models import load_model, model_fingerprint
 
@@ -216,10 +229,7 @@ def run(opts: dict) -> dict:
         attack_cfg = spec.make_config(**opts)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    try:
-        items = load_suite(opts["suite"], opts["limit"])
-    except SuiteError as exc:
-        raise UsageError(str(exc)) from None
+    items = None if needs_tokenizer(opts["suite"]) else _items(opts, None)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = Path(opts["out"] or f"runs/{stamp}-{opts['model'].replace('/', '_')}-{opts['attack']}")
     config = result_config(opts, attack_cfg)
@@ -227,6 +237,8 @@ def run(opts: dict) -> dict:
     store.check_resumable(config)  # before the slow model load
     print(f"loading model {opts['model']} ...", file=sys.stderr)
     model, tokenizer = load_model(opts["model"])
+    if items is None:
+        items = _items(opts, tokenizer)
     manifest = {"config": config, "model": model_fingerprint(opts["model"]), "versions": _versions(),
                 "git_commit": _git_commit(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     rows = store.open(manifest)

@@ -4,7 +4,9 @@ from .answers import AnswerSets, answer_token_sets
 from .contexts import available_contexts, build_context
 from .items import TaskItem
 from .prompts import PromptParts, build_prompt
-from .suites import SuiteError, available_suites, load_suite
+from .needle import needle_items
+from .prompts import needle_token_span
+from .suites import SuiteError, available_suites, load_suite, needs_tokenizer
 
 __all__ = [
     "AnswerSets",
@@ -17,4 +19,7 @@ __all__ = [
     "build_context",
     "build_prompt",
     "load_suite",
+    "needle_items",
+    "needle_token_span",
+    "needs_tokenizer",
 ]

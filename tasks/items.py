@@ -24,12 +24,20 @@ def normalise_answer(value) -> str | None:
 
 @dataclass(frozen=True)
 class TaskItem:
-    """A yes/no question; `context` is an optional passage shown before it (BoolQ)."""
+    """A yes/no question; `context` is an optional passage shown before it (BoolQ).
+
+    Needle items (`tasks.needle`) also carry the character span of the sentence that
+    answers them inside `context`, its relative depth, and the `group` of items that
+    share the same context.
+    """
 
     id: str
     question: str
     answer: str
     context: str | None = None
+    needle_span: tuple[int, int] | None = None
+    depth: float | None = None
+    group: str | None = None
 
     def __post_init__(self):
         answer = normalise_answer(self.answer)
@@ -38,3 +46,7 @@ class TaskItem:
         object.__setattr__(self, "answer", answer)
         if not isinstance(self.question, str) or not self.question.strip():
             raise ValueError(f"item {self.id!r}: empty question")
+        if self.needle_span is not None:
+            start, end = self.needle_span
+            if self.context is None or not 0 <= start < end <= len(self.context):
+                raise ValueError(f"item {self.id!r}: needle_span {self.needle_span} is not a span of its context")

@@ -61,13 +61,31 @@ def render(tokenizer, item: TaskItem, context_text: str = "") -> str:
     return text
 
 
+def _bos_prefix(tokenizer) -> list[int]:
+    """[BOS] when the plain template is used and the tokenizer adds one on its own."""
+    if getattr(tokenizer, "chat_template", None):
+        return []
+    bos = _bos_id(tokenizer)
+    return [] if bos is None else [bos]
+
+
 def build_prompt(tokenizer, item: TaskItem, context_text: str = "") -> PromptParts:
     """Prefix (template head + context) and suffix (question + template tail) token ids."""
     text = render(tokenizer, item, context_text)
     head, tail = text.split(ADV_MARKER)
-    prefix = tokenizer.encode(head, add_special_tokens=False) if head else []
-    if not getattr(tokenizer, "chat_template", None):
-        bos = _bos_id(tokenizer)
-        if bos is not None:
-            prefix = [bos] + prefix
+    prefix = _bos_prefix(tokenizer) + (tokenizer.encode(head, add_special_tokens=False) if head else [])
     return PromptParts(prefix_ids=list(prefix), suffix_ids=list(tokenizer.encode(tail, add_special_tokens=False)))
+
+
+def needle_token_span(tokenizer, item: TaskItem, context_text: str = "") -> tuple[int, int] | None:
+    """[start, end) positions in `build_prompt(...).prefix_ids` of the tokens that hold the
+    item's needle sentence (any token overlapping it), or None for an item without one."""
+    if item.needle_span is None:
+        return None
+    head = render(tokenizer, item, context_text).split(ADV_MARKER)[0]
+    offset = head.index(item.context.rstrip())
+    a, b = offset + item.needle_span[0], offset + item.needle_span[1]
+    encoded = tokenizer(head, add_special_tokens=False, return_offsets_mapping=True)
+    hits = [i for i, (s, e) in enumerate(encoded["offset_mapping"]) if s < b and e > a]
+    shift = len(_bos_prefix(tokenizer))
+    return hits[0] + shift, hits[-1] + 1 + shift

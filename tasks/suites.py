@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from .items import ACCEPTED, TaskItem, normalise_answer
+from .needle import DEFAULT_DEPTHS, needle_items
 
 BUILTIN = {"seed4": "seed4.jsonl", "facts": "facts.jsonl"}
 FORMATS = (".jsonl", ".csv", ".yaml", ".yml")
@@ -25,8 +26,12 @@ class SuiteError(ValueError):
     """A suite that cannot be used; the message says where and why."""
 
 
+GENERATED = ("needle",)  # built from the model's tokenizer: see tasks/needle.py
+NEEDLE_DEFAULT_ITEMS = 48  # 16 per default depth
+
+
 def available_suites() -> list[str]:
-    return list(BUILTIN)
+    return list(BUILTIN) + list(GENERATED)
 
 
 def _blank(value) -> bool:
@@ -172,11 +177,25 @@ def load_hf(spec: str, limit: int | None = None) -> list[TaskItem]:
     return items
 
 
-def load_suite(name_or_path: str, limit: int | None = None) -> list[TaskItem]:
-    """Items of a built-in suite, a suite file, or an `hf:` dataset; only the first `limit` if given."""
+def needs_tokenizer(name_or_path: str) -> bool:
+    """Whether `load_suite` needs the model's tokenizer for this suite (generated suites)."""
+    return str(name_or_path) in GENERATED
+
+
+def load_suite(name_or_path: str, limit: int | None = None, *, tokenizer=None, context_tokens: int = 256,
+               depths=DEFAULT_DEPTHS, seed: int = 0) -> list[TaskItem]:
+    """Items of a built-in suite, a suite file, or an `hf:` dataset; only the first `limit` if given.
+
+    `needle` is generated: it needs `tokenizer` and uses `context_tokens`, `depths` and
+    `seed` (`limit` items in all, 48 by default)."""
     if limit is not None and limit < 1:
         raise SuiteError(f"limit must be >= 1, got {limit}")
     name = str(name_or_path)
+    if name == "needle":
+        try:
+            return needle_items(tokenizer, limit or NEEDLE_DEFAULT_ITEMS, context_tokens, depths, seed)
+        except ValueError as exc:
+            raise SuiteError(str(exc)) from None
     if name in BUILTIN:
         items = load_file(Path(str(resources.files("tasks") / "data" / BUILTIN[name])), prefix=name)
     elif name.startswith("hf:"):

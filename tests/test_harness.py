@@ -249,3 +249,20 @@ def test_density_sweep_scores_each_item_at_the_k_of_each_density(model_dir, suit
 def test_bad_density_sweep_is_refused(model_dir, suite_file, tmp_path, capsys):
     assert main(base_args(model_dir, suite_file, tmp_path / "x") + ["--density-sweep", "0.5,1.5"]) == 2
     assert "(0, 1]" in capsys.readouterr().err
+
+
+def test_needle_suite_runs_with_its_own_contexts_and_records_the_needle(model_dir, tmp_path):
+    out = tmp_path / "needle"
+    args = ["--model", str(model_dir), "--suite", "needle", "--limit", "6", "--depth", "0.2,0.8",
+            "--context-tokens", "96", "--attack", "none", "--k-sweep", "1,2", "--k-attack", "1", "--block-size", "4",
+            "--dense-layers", "1", "--wandb", "disabled", "--out", str(out)]
+    assert main(args) == 0
+    rows = read_rows(out)
+    assert [r["needle"]["depth"] for r in rows] == [0.2, 0.8] * 3
+    assert len({r["needle"]["group"] for r in rows}) == 3
+    for r in rows:
+        start, end = r["needle"]["token_span"]
+        assert 0 <= start < end
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["depth"] == [0.2, 0.8]
+    assert main(args[:-1] + [str(tmp_path / "bad"), "--depth", "0.5,2"]) == 2

@@ -3,20 +3,11 @@ tokens and no smaller k does, checked at every smaller k on tiny models."""
 
 import pytest
 import torch
-from tiny_models import tiny_model, tiny_tokenizer
+from tiny_models import greedy, tiny_model, tiny_tokenizer
 
 from attacks import FULL, Target
 from sparse import SparseConfig
 from tasks import TaskItem
-
-
-def greedy(model, ids, n):
-    out = []
-    for _ in range(n):
-        nxt = model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)
-        out.append(int(nxt))
-        ids = torch.cat([ids, nxt], dim=1)
-    return out
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -29,7 +20,7 @@ def test_target_minimal_k_linear_is_minimal_and_binary_is_locally_minimal(seed):
     reference = target.greedy_tokens(prepared, adv, FULL)
     ids = torch.tensor([prepared.prompt_ids(adv)])
     with torch.no_grad():
-        assert reference == greedy(model, ids, 2)  # cached greedy decoding equals plain decoding
+        assert reference == greedy(model, ids, 2)[0].tolist()  # cached greedy decoding equals plain decoding
     exact = target.minimal_k(prepared, adv, search="linear")
     agree = [target.greedy_tokens(prepared, adv, j) == reference for j in range(1, exact + 1)]
     assert agree[-1] and not any(agree[:-1]), agree

@@ -158,7 +158,7 @@ def test_seed4_is_table_1_of_the_seed():
     ]
     assert [i.id for i in items] == ["seed4-000", "seed4-001", "seed4-002", "seed4-003"]
     assert all(i.context is None for i in items)
-    assert set(available_suites()) == {"seed4", "facts"}
+    assert set(available_suites()) == {"seed4", "facts", "needle"}
 
 
 def _norm(question: str) -> str:

@@ -1,0 +1,78 @@
+"""The needle suite: deterministic, balanced, one sentence answers each question, contexts
+sized in tokens with needles at their depths, and the needle's token span in the prompt."""
+
+import pytest
+from tiny_models import tiny_tokenizer
+
+from tasks import SuiteError, available_suites, build_prompt, load_suite, needle_items, needle_token_span
+from tasks.needle import ATTRIBUTES, NAMES
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+def test_needle_is_a_listed_suite_and_needs_a_tokenizer():
+    assert "needle" in available_suites()
+    with pytest.raises(SuiteError, match="tokenizer"):
+        load_suite("needle", 3)
+
+
+def test_items_are_deterministic_by_seed_and_balanced_per_depth(tok):
+    a = needle_items(tok, 24, context_tokens=128, depths=(0.1, 0.5, 0.9), seed=3)
+    assert a == needle_items(tok, 24, context_tokens=128, depths=(0.1, 0.5, 0.9), seed=3)
+    assert a != needle_items(tok, 24, context_tokens=128, depths=(0.1, 0.5, 0.9), seed=4)
+    assert len({i.id for i in a}) == 24
+    for depth in (0.1, 0.5, 0.9):
+        answers = [i.answer for i in a if i.depth == depth]
+        assert len(answers) == 8 and answers.count("yes") == 4
+    # --limit keeps every depth: items come depth by depth within each group
+    assert [i.depth for i in a[:3]] == [0.1, 0.5, 0.9]
+
+
+def test_the_needle_alone_answers_its_question(tok):
+    for item in needle_items(tok, 30, context_tokens=160, seed=1):
+        needle = item.context[item.needle_span[0]: item.needle_span[1]]
+        (attribute, name, stated), = [(a, n, v) for a in ATTRIBUTES for n in NAMES for v in a.values
+                                      if a.statement.format(name=n, value=v) == needle]
+        asked = [v for v in attribute.values if attribute.question.format(name=name, value=v) == item.question]
+        assert asked and (asked[0] == stated) == (item.answer == "yes")
+        # no other sentence states this person's attribute, whatever the value
+        assert sum(item.context.count(attribute.statement.format(name=name, value=v)) for v in attribute.values) == 1
+
+
+def test_groups_share_one_context_and_needles_sit_at_their_depths(tok):
+    items = needle_items(tok, 12, context_tokens=300, depths=(0.1, 0.5, 0.9), seed=0)
+    groups = {}
+    for item in items:
+        groups.setdefault(item.group, []).append(item)
+    assert len(groups) == 4
+    for members in groups.values():
+        assert len({m.context for m in members}) == 1
+        n = len(tok.encode(members[0].context, add_special_tokens=False))
+        assert abs(n - 300) <= 30  # half a filler sentence of this tokenizer, plus merges
+        for m in members:
+            position = len(tok.encode(m.context[: m.needle_span[0]], add_special_tokens=False)) / n
+            assert abs(position - m.depth) < 0.15
+
+
+def test_needle_token_span_decodes_to_the_needle(tok):
+    for item in needle_items(tok, 6, context_tokens=128, seed=2):
+        start, end = needle_token_span(tok, item)
+        ids = build_prompt(tok, item).prefix_ids
+        needle = item.context[item.needle_span[0]: item.needle_span[1]]
+        assert needle in tok.decode(ids[start:end])
+        assert needle not in tok.decode(ids[start + 1: end]) and needle not in tok.decode(ids[start: end - 1])
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"depths": (0.5, 1.2)}, "depths must lie in"),
+    ({"depths": ()}, "at least one depth"),
+    ({"context_tokens": 20}, "context_tokens must be >= 64"),
+    ({"n_items": 0}, "n_items must be >= 1"),
+])
+def test_bad_parameters_are_named(tok, kwargs, message):
+    args = {"n_items": 3, "context_tokens": 128, "depths": (0.1, 0.5), "seed": 0, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        needle_items(tok, **args)
