@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 import torch
 from transformers import DynamicCache
 
-from sparse import SparseConfig, sparse_attention
+from sparse import SparseConfig, dropped_attention_mass, sparse_attention, span_kept
 from tasks import AnswerSets, TaskItem, answer_token_sets, build_prompt
 from tasks.outcomes import CORRECT, OTHER, WRONG, Score
 
@@ -179,7 +179,8 @@ class Target:
     # -- the one forward ------------------------------------------------------------------
 
     def answer_logits(self, prepared: PreparedItem, mode, adv_ids: torch.Tensor | None = None,
-                      adv_embeds: torch.Tensor | None = None, whole_prefix: bool = False) -> torch.Tensor:
+                      adv_embeds: torch.Tensor | None = None, whole_prefix: bool = False,
+                      observe=None) -> torch.Tensor:
         """Logits [N, V] at the answer position of N prompts that differ only in the adversarial slot.
 
         Give the slot as ids [N, n_adv] or as input embeddings [N, n_adv, hidden] (GCG's
@@ -187,6 +188,8 @@ class Target:
         constant). `whole_prefix` (full attention only) caches the entire prefix instead
         of stopping at a block boundary: fewer tokens per forward, as GCG's full-attention
         passes want; verdicts use the block-aligned cache so every mode sees the same cut.
+        `observe` (sparse modes only) is handed every sparse layer's inputs
+        (`sparse.SparseController.observe`).
         """
         if (adv_ids is None) == (adv_embeds is None):
             raise ValueError("give exactly one of adv_ids and adv_embeds")
@@ -198,7 +201,7 @@ class Target:
         tail = torch.tensor(prepared.suffix_ids, dtype=torch.long, device=self.device)
         if adv_ids is not None:
             ids = torch.cat([head.expand(n, -1), adv_ids.to(self.device), tail.expand(n, -1)], dim=1)
-            if mode.is_full and prefix and not torch.is_grad_enabled():
+            if mode.is_full and prefix and not torch.is_grad_enabled() and observe is None:
                 # Inference under full attention: attend to one shared copy of the prefix.
                 layers = self._prefix_layers(prefix, mode)
                 positions = torch.arange(cut, cut + ids.shape[1], device=self.device).expand(n, -1)
@@ -213,7 +216,11 @@ class Target:
             inputs = {"inputs_embeds": torch.cat([head_e.expand(n, -1, -1), adv_embeds,
                                                   tail_e.expand(n, -1, -1)], dim=1)}
         cache = self._cache(prefix, mode, n)
-        with self.attention(mode):
+        if observe is not None and mode.is_full:
+            raise ValueError("observe needs a sparse mode: full attention drops nothing")
+        with self.attention(mode) as ctl:
+            if observe is not None:
+                ctl.observe = observe
             out = self.model(**inputs, use_cache=cache is not None, logits_to_keep=1, **{self._cache_kw: cache})
         return out.logits[:, -1]
 
@@ -283,6 +290,37 @@ class Target:
             else:
                 lo = mid + 1
         return lo
+
+    @torch.no_grad()
+    def attribution(self, prepared: PreparedItem, adv_ids, ks, needle: tuple[int, int] | None = None) -> dict:
+        """Where sparse attention at each k leaves the answer position's attention.
+
+        For every sparse layer: the share of dense attention's probability mass at the
+        answer position (softmax of that position's q.k over every key, with the q and k
+        of the sparse run) that falls on dropped key blocks, mean and max over heads;
+        with a needle token span, the share of heads keeping every block of the needle.
+        Returns {"layers": [...], "<k>": {"dropped_mass": [...], "dropped_mass_max": [...],
+        "needle_kept": [...]}} with one value per layer, rounded to 4 decimals."""
+        adv = torch.as_tensor([list(adv_ids)], dtype=torch.long).reshape(1, -1)
+        out: dict = {}
+        for k in ks:
+            per_layer: dict[int, tuple] = {}
+
+            def observe(layer, query, key, selection, padding, scaling):
+                row = selection[:, :, -1]
+                mass = dropped_attention_mass(query[:, :, -1], key, row, self.sparse.block_k, scaling, padding)[0]
+                kept = None if needle is None else span_kept(row, needle[0], needle[1], self.sparse.block_k)[0]
+                per_layer[layer] = (mass.mean().item(), mass.max().item(),
+                                    None if kept is None else kept.float().mean().item())
+
+            self.answer_logits(prepared, int(k), adv_ids=adv, observe=observe)
+            layers = sorted(per_layer)
+            out["layers"] = layers
+            out[str(k)] = {"dropped_mass": [round(per_layer[i][0], 4) for i in layers],
+                           "dropped_mass_max": [round(per_layer[i][1], 4) for i in layers]}
+            if needle is not None:
+                out[str(k)]["needle_kept"] = [round(per_layer[i][2], 4) for i in layers]
+        return out
 
     def sweep(self, prepared: PreparedItem, adv_ids, ks) -> dict[str, Score]:
         """{"full": Score, "<k>": Score, ...} for one candidate."""

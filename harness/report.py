@@ -47,6 +47,23 @@ def _escape(text: str | None) -> str:
     return repr(text)[1:-1].replace("|", "\\|").replace("`", "'")
 
 
+def _needle_lines(rows: list[ResultRow], k: int) -> list[str]:
+    """For needle items that flip at k: the sparse layers where no head kept the needle's blocks."""
+    out = []
+    for r in rows:
+        if not r.needle or not r.attribution:
+            continue
+        for prompt, flags in (("natural", r.natural_flipped), ("adversarial", r.flipped)):
+            record = r.attribution.get(prompt, {})
+            if (flags or {}).get(str(k)) and str(k) in record:
+                kept = record[str(k)]["needle_kept"]
+                dropped = [layer for layer, share in zip(record["layers"], kept) if share == 0]
+                out.append(f"- {_escape(r.question)} (depth {r.needle['depth']}, {prompt} flip at k={k}): needle "
+                           f"dropped by every head in {len(dropped)} of {len(kept)} sparse layers"
+                           + (f" ({', '.join(map(str, dropped))})" if dropped else ""))
+    return ["", f"Needle items flipped at k={k}: where the needle's key blocks were dropped", ""] + out if out else []
+
+
 def render(run_dir: Path) -> str:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     cfg = manifest["config"]
@@ -78,6 +95,7 @@ def render(run_dir: Path) -> str:
             cells += [_cell(r.scores.get(str(k)), r.flipped.get(str(k), False)) for k in ks]
             cells += [f"`{_escape(r.adv_text)}`", str(r.steps), _verdict(r)]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _needle_lines(read.rows, k_attack)
     lines.append("")
     lines.append("Vanilla: P(correct) under full attention without adversarial tokens. Other cells: "
                  "P(correct) / P(wrong) of the answer token sets; Full (adv) and k=... use the adversarial "

@@ -149,9 +149,11 @@ def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> tu
     row = ResultRow(item_id=item.id, question=item.question, answer=item.answer, status=ATTACKED, skip_reason=None,
                     natural=natural, natural_flipped=natural_flipped, attack=opts["attack"],
                     k_attack=opts["k_attack"], natural_outcomes=natural_classes, density_ks=density_ks)
+    needle = None
     if item.needle_span is not None:
-        row.needle = {"depth": item.depth, "group": item.group,
-                      "token_span": list(needle_token_span(target.tokenizer, item, context))}
+        needle = needle_token_span(target.tokenizer, item, context)
+        row.needle = {"depth": item.depth, "group": item.group, "token_span": list(needle)}
+    row.attribution = {"natural": target.attribution(prepared, [], ks, needle)}
     trace: list[dict] = []
     adv_ids: list[int] = []
     if not natural[FULL].correct:
@@ -164,6 +166,8 @@ def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> tu
         row.adv_ids, row.adv_text, row.steps = result.adv_ids, result.adv_text, result.steps
         row.success = result.success and classify(scores[FULL], scores[str(opts["k_attack"])], margin).success
         row.scores, row.flipped, row.outcomes = scores, flipped, classes
+        if result.adv_ids:
+            row.attribution["adversarial"] = target.attribution(prepared, result.adv_ids, ks, needle)
         trace = result.trace
     if opts["minimal_k"]:
         row.minimal_k = seed_k_record(target, prepared, row, margin)

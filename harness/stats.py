@@ -91,6 +91,37 @@ def _per_density(rows: list[ResultRow], densities: list[float]) -> list[dict]:
     return out
 
 
+def _mean(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def _attribution(rows: list[ResultRow], k: int) -> dict:
+    """Retained attention mass at the answer position (1 - dropped share, averaged over
+    sparse layers) for flipped and not flipped items, natural and adversarial prompts,
+    and the needle-kept rate per layer, at k."""
+    out = {}
+    for prompt, flags in (("natural", "natural_flipped"), ("adversarial", "flipped")):
+        records = [(r, (r.attribution or {}).get(prompt, {}).get(str(k))) for r in rows]
+        records = [(r, a) for r, a in records if a]
+        if not records:
+            continue
+        retained = {True: [], False: []}
+        for r, a in records:
+            retained[_flag(getattr(r, flags), k)].append(1 - _mean(a["dropped_mass"]))
+        entry = {"retained_mass_flipped": _mean(retained[True]), "n_flipped": len(retained[True]),
+                 "retained_mass_not_flipped": _mean(retained[False]), "n_not_flipped": len(retained[False])}
+        needles = [(r, a["needle_kept"]) for r, a in records if "needle_kept" in a]
+        if needles:
+            layers = records[0][0].attribution[prompt]["layers"]
+            entry["layers"] = layers
+            entry["needle_kept_by_layer"] = [_mean(kept[i] for _, kept in needles) for i in range(len(layers))]
+            flipped = [kept for r, kept in needles if _flag(getattr(r, flags), k)]
+            entry["needle_kept_by_layer_flipped"] = [_mean(kept[i] for kept in flipped) for i in range(len(layers))]
+        out[prompt] = entry
+    return out
+
+
 def summarize(rows: list[ResultRow], k_attack: int, k_sweep: list[int],
               density_sweep: list[float] | None = None) -> dict:
     """summary.json from results.jsonl rows, as docs/results-schema.md defines it.
@@ -139,6 +170,8 @@ def summarize(rows: list[ResultRow], k_attack: int, k_sweep: list[int],
             "flip_at_clean_k": proportion(sum(bool(m["flip_at_clean_k"]) for m in seed_k), len(seed_k)),
             "strict_at_clean_k": proportion(sum(bool(m["strict_at_clean_k"]) for m in seed_k), len(seed_k)),
         }
+    if any(r.attribution for r in attacked):
+        summary["attribution"] = _attribution(attacked, k_attack)
     if density_sweep:
         summary["per_density"] = _per_density(attacked, density_sweep)
     blocks = [r.answer_blocks for r in rows if r.answer_blocks is not None]

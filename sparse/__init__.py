@@ -3,7 +3,7 @@ attention, and a switch that runs a loaded transformers model under them."""
 
 from . import baselines as _baselines  # noqa: F401  (registers full, window, oracle, random)
 from . import stream as _stream  # noqa: F401  (registers stream)
-from .analysis import density, layer_selections, minimal_k
+from .analysis import density, dropped_attention_mass, layer_selections, minimal_k, span_kept
 from .attention import block_sparse_attention, dense_attention
 from .config import SparseConfig
 from .flex import flex_block_sparse_attention

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -36,23 +37,20 @@ class SparseController:
 
     `cfg` may be replaced between forwards (e.g. to sweep k). Set `record = True` to
     keep every layer's selection of the next forwards in `selections`
-    ({layer_idx: LongTensor}); put tensors in `fixed_selections` to reuse a
-    selection instead of recomputing it (GCG holds it fixed for a step).
-    `enabled = False` runs full attention without leaving the block. `kernel="flex"`
-    runs forwards without gradients through FlexAttention (long sequences); forwards
-    that need gradients always use the differentiable gather kernel.
+    ({layer_idx: LongTensor}). Set `observe` to a callable to see every sparse layer's
+    inputs: `observe(layer, query, key, selection, key_padding_mask, scaling)` (flip
+    attribution reads the answer position's attention from it). `kernel="flex"` runs
+    forwards without gradients through FlexAttention (long sequences); forwards that
+    need gradients always use the differentiable gather kernel.
     """
 
     cfg: SparseConfig
     kernel: str = "gather"
     record: bool = False
-    enabled: bool = True
+    observe: Callable | None = None
     selections: dict = field(default_factory=dict)
-    fixed_selections: dict = field(default_factory=dict)
-    calls: int = 0
 
     def attention(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-        self.calls += 1
         layer = getattr(module, "layer_idx", None)
         if layer is None:
             raise UnsupportedModelError(f"{type(module).__name__} has no layer_idx; cannot apply per-layer sparsity")
@@ -60,14 +58,14 @@ class SparseController:
         if attention_mask is not None and padding is None:
             raise UnsupportedModelError("expected a 2D padding mask from flipbench's mask function, got a 4D mask")
         q_offset = key.shape[2] - query.shape[2]
-        if not self.enabled or layer < self.cfg.dense_layers:
+        if layer < self.cfg.dense_layers:
             out = dense_attention(query, key, value, padding, scaling)
         else:
-            sel = self.fixed_selections.get(layer)
-            if sel is None:
-                sel = select_blocks(query, key, self.cfg, q_offset, padding)
+            sel = select_blocks(query, key, self.cfg, q_offset, padding)
             if self.record:
                 self.selections[layer] = sel
+            if self.observe is not None:
+                self.observe(layer, query, key, sel, padding, scaling)
             attend = block_sparse_attention
             if self.kernel == "flex" and not torch.is_grad_enabled():
                 attend = flex_block_sparse_attention

@@ -10,7 +10,7 @@ from tiny_models import tiny_model, tiny_tokenizer
 from attacks import FULL, Mode, Score, Target, available_attacks, get_attack
 from attacks.prefix_attention import attend_with_prefix
 from attacks.random_search import RandomSearchConfig, draw_candidates
-from sparse import SparseConfig, sparse_attention
+from sparse import SparseConfig, dropped_attention_mass, span_kept, sparse_attention
 from tasks import TaskItem
 
 
@@ -211,3 +211,31 @@ def test_shared_prefix_attention_equals_causal_attention_over_the_whole_sequence
     want = torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
                                                             enable_gqa=kv_heads != Hq)
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_dropped_attention_mass_equals_a_dense_computation():
+    g = torch.Generator().manual_seed(1)
+    B, Hq, Hkv, T, D, bk = 2, 4, 2, 37, 8, 4
+    q, key = torch.randn(B, Hq, D, generator=g), torch.randn(B, Hkv, T, D, generator=g)
+    patterns = torch.tensor([[0, 3, 9], [2, 9, -1]])
+    kept = patterns[torch.arange(Hq) % 2].expand(B, Hq, 3)  # heads 0,2 and 1,3 keep different blocks
+    got = dropped_attention_mass(q, key, kept, bk, scaling=0.5)
+    for b in range(B):
+        for h in range(Hq):
+            probs = torch.softmax(key[b, h // (Hq // Hkv)] @ q[b, h] * 0.5, -1)
+            blocks = {int(x) for x in kept[b, h] if x >= 0}
+            want = sum(float(probs[t]) for t in range(T) if t // bk not in blocks)
+            assert float(got[b, h]) == pytest.approx(want, abs=1e-6)
+    assert span_kept(kept, 36, 37, bk).tolist() == [[True] * 4] * 2  # block 9 always kept
+    assert span_kept(kept, 0, 13, bk)[0].tolist() == [False] * 4
+
+
+def test_attribution_finds_nothing_dropped_when_k_keeps_every_block(pair):
+    model, tok = pair
+    target = Target(model, tok, SparseConfig(k=2, block_q=4, block_k=4, dense_layers=1))
+    prepared = target.prepare(TaskItem(id="t-3", question="Is fire hot?", answer="yes"), "Water boils. " * 6)
+    n_blocks = (len(prepared.prompt_ids([5, 6, 7])) - 1) // 4 + 1
+    out = target.attribution(prepared, [5, 6, 7], [1, n_blocks], needle=(4, 9))
+    assert out["layers"] == [1, 2]
+    assert out[str(n_blocks)]["dropped_mass"] == [0.0, 0.0] and out[str(n_blocks)]["needle_kept"] == [1.0, 1.0]
+    assert all(m > 0 for m in out["1"]["dropped_mass"]) and out["1"]["needle_kept"] == [0.0, 0.0]

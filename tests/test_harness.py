@@ -263,6 +263,15 @@ def test_needle_suite_runs_with_its_own_contexts_and_records_the_needle(model_di
     for r in rows:
         start, end = r["needle"]["token_span"]
         assert 0 <= start < end
+        attribution = r["attribution"]["natural"]
+        assert attribution["layers"] == [1, 2]  # the sparse layers (layer 0 is dense)
+        for k in ("1", "2"):
+            assert len(attribution[k]["needle_kept"]) == 2
+            assert all(0 <= m <= 1 for m in attribution[k]["dropped_mass"])
+    summary = json.loads((out / "summary.json").read_text())
+    natural = summary["attribution"]["natural"]
+    assert natural["n_flipped"] + natural["n_not_flipped"] == summary["n_attacked"]
+    assert len(natural["needle_kept_by_layer"]) == 2
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["depth"] == [0.2, 0.8]
     assert main(args[:-1] + [str(tmp_path / "bad"), "--depth", "0.5,2"]) == 2
