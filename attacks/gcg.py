@@ -58,7 +58,6 @@ from tasks.outcomes import classify
 
 from .registry import AttackResult, register_attack
 from .target import FULL, PreparedItem, Target
-from .vocab import attack_vocabulary
 
 
 @dataclass(frozen=True)
@@ -189,8 +188,7 @@ class GCGSearch:
         self.target, self.prepared, self.config = target, prepared, config
         self.objective = FlipObjective(config) if objective is None else objective
         self.gen = torch.Generator().manual_seed(rng_seed)
-        self.vocab = attack_vocabulary(target.tokenizer, target.model.get_input_embeddings().weight,
-                                       config.ascii_only)
+        self.vocab = target.vocabulary(config.ascii_only)
         self._grad_for = None  # (ids, gradient) of the last x
         self.seen: dict[tuple[int, ...], Entry] = {}
         self.flip: Entry | None = None

@@ -29,7 +29,6 @@ from tasks.outcomes import classify
 
 from .registry import AttackResult, register_attack
 from .target import FULL, PreparedItem, Target
-from .vocab import attack_vocabulary
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ def draw_candidates(gen: torch.Generator, vocab: torch.Tensor, count: int, n_adv
 def random_search(target: Target, prepared: PreparedItem, config: RandomSearchConfig, rng_seed: int,
                   progress=None) -> AttackResult:
     start = time.perf_counter()
-    vocab = attack_vocabulary(target.tokenizer, target.model.get_input_embeddings().weight, config.ascii_only)
+    vocab = target.vocabulary(config.ascii_only)
     gen = torch.Generator().manual_seed(rng_seed)
     tried = 0
     last = None

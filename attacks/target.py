@@ -34,6 +34,7 @@ from tasks import AnswerSets, TaskItem, answer_token_sets, build_prompt
 from tasks.outcomes import CORRECT, OTHER, WRONG, Score
 
 from .prefix_attention import shared_prefix_attention
+from .vocab import attack_vocabulary, vocabulary_exclusions
 
 FULL = "full"
 
@@ -112,6 +113,19 @@ class Target:
         self._caches: OrderedDict[tuple, list] = OrderedDict()
         self.prefix_forwards = 0  # prefix passes actually run (cache misses)
         self._cache_kw = _cache_argument(model)
+        self._vocabularies: dict[bool, torch.Tensor] = {}
+
+    def vocabulary(self, ascii_only: bool = False) -> torch.Tensor:
+        """The ids attacks may draw (`attacks.vocab.attack_vocabulary`), computed once."""
+        if ascii_only not in self._vocabularies:
+            weight = self.model.get_input_embeddings().weight
+            self._vocabularies[ascii_only] = attack_vocabulary(self.tokenizer, weight, ascii_only)
+        return self._vocabularies[ascii_only]
+
+    def vocabulary_report(self) -> dict:
+        """Pool size and exclusions by kind, for the run log and the manifest."""
+        weight = self.model.get_input_embeddings().weight
+        return {"pool": len(self.vocabulary()), "excluded": vocabulary_exclusions(self.tokenizer, weight)}
 
     def config_for(self, mode) -> SparseConfig | None:
         mode = Mode.of(mode)

@@ -243,15 +243,19 @@ def run(opts: dict) -> dict:
     model, tokenizer = load_model(opts["model"])
     if items is None:
         items = _items(opts, tokenizer)
+    sparse_cfg = SparseConfig(method=opts["method"], k=opts["k_attack"], block_q=opts["block_q"],
+                              block_k=opts["block_k"], dense_layers=opts["dense_layers"], seed=opts["seed"])
+    target = Target(model, tokenizer, sparse_cfg, batch_size=opts["batch_size"])
+    vocabulary = target.vocabulary_report()
+    print(f"attack vocabulary: {vocabulary['pool']} ids (excluded: "
+          + ", ".join(f"{n} {kind}" for kind, n in vocabulary["excluded"].items()) + ")", file=sys.stderr)
     manifest = {"config": config, "model": model_fingerprint(opts["model"]), "versions": _versions(),
-                "git_commit": _git_commit(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                "git_commit": _git_commit(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "attack_vocabulary": vocabulary}
     rows = store.open(manifest)
     done = {r.item_id for r in rows}
     if done:
         print(f"resuming {out}: {len(done)} of {len(items)} items already done", file=sys.stderr)
-    sparse_cfg = SparseConfig(method=opts["method"], k=opts["k_attack"], block_q=opts["block_q"],
-                              block_k=opts["block_k"], dense_layers=opts["dense_layers"], seed=opts["seed"])
-    target = Target(model, tokenizer, sparse_cfg, batch_size=opts["batch_size"])
     logger = WandbLogger(opts["wandb"], opts["wandb_project"], manifest, out)
     todo = [item for item in items if item.id not in done]
     summary = store.write_summary(rows, opts["k_attack"], opts["k_sweep"], opts["density_sweep"])

@@ -1,7 +1,6 @@
 """Scoring oracle and random search: cached/batched scoring is exact, and random search
 follows the seed's control flow with DESIGN.md's correction."""
 
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -112,13 +111,12 @@ class ScriptedTarget:
     """Sparse attention answers wrongly when the candidate holds token 7; full attention
     answers wrongly when it holds token 9. Records every call."""
 
-    def __init__(self, vocab_size=12):
+    def __init__(self):
         self.tokenizer = _FakeTok()
-        embeddings = torch.nn.Embedding(vocab_size, 4)
-        torch.nn.init.normal_(embeddings.weight, generator=torch.Generator().manual_seed(0))
-        self.model = SimpleNamespace(config=SimpleNamespace(vocab_size=vocab_size),
-                                     get_input_embeddings=lambda: embeddings)
         self.calls = []
+
+    def vocabulary(self, ascii_only=False):
+        return torch.arange(1, 12)  # every id but the special id 0
 
     def score(self, prepared, cands, mode):
         self.calls.append((mode, cands.tolist()))
