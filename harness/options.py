@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-q", dest="block_q", type=int, default=S)
     p.add_argument("--block-k", dest="block_k", type=int, default=S)
     p.add_argument("--dense-layers", dest="dense_layers", type=int, default=S, help="first layers kept dense (default 2)")
+    p.add_argument("--sink-blocks", dest="sink_blocks", type=int, default=S,
+                   help="first key blocks always kept, outside k (HiP's attention sink; default 0)")
+    p.add_argument("--local-blocks", dest="local_blocks", type=int, default=S,
+                   help="key blocks ending at the diagonal always kept, outside k (default 0: the diagonal only)")
+    p.add_argument("--density", type=float, default=S,
+                   help="share of causal key blocks kept by position-adaptive methods (stream-density), e.g. 0.1")
     p.add_argument("--model", default=S, help="model preset, hub id or local path (default smollm2-135m)")
     p.add_argument("--suite", default=S, help="task suite: seed4, facts, needle (generated, see --depth), "
                                               "a .jsonl/.csv/.yaml file or hf:name[:config]:split")
@@ -239,6 +245,14 @@ def validate(opts: dict) -> None:
         positive(name)
     positive("steps")
     positive("dense_layers", 0)
+    positive("sink_blocks", 0)
+    positive("local_blocks", 0)
+    density = opts.get("density")
+    if density is not None and (isinstance(density, bool) or not isinstance(density, (int, float))
+                                or not 0 < density <= 1):
+        raise UsageError(f"--density must be a number in (0, 1], got {density!r}")
+    if opts.get("method") == "stream-density" and density is None:
+        raise UsageError("--method stream-density needs --density (the share of causal key blocks to keep, e.g. 0.1)")
     positive("context_tokens", 0)
     if opts.get("limit") is not None:
         positive("limit")

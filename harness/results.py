@@ -29,7 +29,8 @@ FULL = "full"
 # Options added after the first release, with the value that reproduces older runs: a
 # run directory whose config lacks one of them ran with this value (resume and pooling
 # compare configs with these filled in).
-ADDED_OPTION_DEFAULTS = {"full_margin": 0.0, "minimal_k": False, "density_sweep": None, "depth": None}
+ADDED_OPTION_DEFAULTS = {"full_margin": 0.0, "minimal_k": False, "density_sweep": None, "depth": None,
+                         "sink_blocks": 0, "local_blocks": 0, "density": None}
 
 
 def with_added_defaults(config: dict) -> dict:

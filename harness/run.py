@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from attacks import FULL, Target, get_attack
-from sparse import SparseConfig
+from sparse import SparseConfig, get_sparse_method
 from tasks import SuiteError, build_context, load_suite, needle_token_span, needs_tokenizer
 from tasks.needle import DEFAULT_DEPTHS
 from tasks.outcomes import classify
@@ -71,8 +71,9 @@ def result_config(opts: dict, attack_cfg) -> dict:
 
 
 def kept_blocks(cfg: SparseConfig, k: int, n_blocks: int) -> int:
-    """Key blocks kept by the answer's query block at k out of its `n_blocks` causal ones."""
-    return min(k, n_blocks)
+    """Key blocks kept by the answer's query block at k out of its `n_blocks` causal ones,
+    by the method's own rule (reserved sink/local blocks, adaptive k ...)."""
+    return int(get_sparse_method(cfg.method).kept(cfg.replace(k=k), n_blocks))
 
 
 def causal_blocks(prompt_len: int, cfg: SparseConfig) -> int:
@@ -244,7 +245,9 @@ def run(opts: dict) -> dict:
     if items is None:
         items = _items(opts, tokenizer)
     sparse_cfg = SparseConfig(method=opts["method"], k=opts["k_attack"], block_q=opts["block_q"],
-                              block_k=opts["block_k"], dense_layers=opts["dense_layers"], seed=opts["seed"])
+                              block_k=opts["block_k"], dense_layers=opts["dense_layers"], seed=opts["seed"],
+                              sink_blocks=opts["sink_blocks"], local_blocks=opts["local_blocks"],
+                              density=opts["density"])
     target = Target(model, tokenizer, sparse_cfg, batch_size=opts["batch_size"])
     vocabulary = target.vocabulary_report()
     print(f"attack vocabulary: {vocabulary['pool']} ids (excluded: "

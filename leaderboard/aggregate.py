@@ -26,16 +26,21 @@ from .runs import ENTRY_KEYS, Run
 
 # Config fields that may differ between runs pooled into one entry.
 MERGEABLE_KEYS = ("seed", "limit")
+# Sparse settings that make another entry when set (absent in older runs: 0 / None).
+RESERVATION_KEYS = ("sink_blocks", "local_blocks", "density")
 
 
 def entry_key(config: dict) -> tuple:
-    return tuple(json.dumps(config[k], sort_keys=True) for k in ENTRY_KEYS)
+    config = with_added_defaults(config)
+    return tuple(json.dumps(config[k], sort_keys=True) for k in ENTRY_KEYS + RESERVATION_KEYS)
 
 
 def entry_label(config: dict) -> str:
+    config = with_added_defaults(config)
+    reserved = "".join(f" · {k.split('_')[0]} {config[k]}" for k in RESERVATION_KEYS if config[k])
     return (f"{config['model']} · {config['method']} · {config['attack']} · "
             f"b{config['block_q']}×{config['block_k']} · dense {config['dense_layers']} · "
-            f"ctx {config['context_tokens']}")
+            f"ctx {config['context_tokens']}{reserved}")
 
 
 def _shared(config: dict) -> dict:
@@ -44,7 +49,7 @@ def _shared(config: dict) -> dict:
 
 def _differences(a: dict, b: dict) -> list[str]:
     a, b = with_added_defaults(a), with_added_defaults(b)
-    keys = sorted((set(a) | set(b)) - set(ENTRY_KEYS) - set(MERGEABLE_KEYS))
+    keys = sorted((set(a) | set(b)) - set(ENTRY_KEYS) - set(RESERVATION_KEYS) - set(MERGEABLE_KEYS))
     missing = "(absent)"
     return [f"{k}: {a.get(k, missing)!r} vs {b.get(k, missing)!r}" for k in keys if a.get(k, missing) != b.get(k, missing)]
 

@@ -9,9 +9,16 @@ from dataclasses import asdict, dataclass
 class SparseConfig:
     """How a model's attention is sparsified.
 
-    `k` counts key blocks kept per query block, the diagonal block included.
+    `k` counts the diagonal block plus the k - 1 blocks a method chooses per query
+    block. HiP, which STREAM builds on, also keeps attention-sink tokens and a local
+    window outside its search: `sink_blocks` (the first blocks of the sequence) and
+    `local_blocks` (the blocks ending at the diagonal) are *reserved*, always kept and
+    not counted in k. Query block i with diagonal d_i keeps
+    min(d_i + 1, |reserved_i| + k - 1) blocks, reserved_i = {0..sink_blocks-1} ∪
+    {d_i-local_blocks+1..d_i} ∪ {d_i}; with both 0 (the default) that is min(d_i + 1, k).
     `dense_layers` keeps the first layers on full attention: the seed paper reports
-    that sparsifying them destroys the model.
+    that sparsifying them destroys the model. `density` is the share of causal blocks
+    a position-adaptive method (`stream-density`) keeps; fixed-k methods ignore it.
     """
 
     method: str = "stream"
@@ -20,11 +27,15 @@ class SparseConfig:
     block_k: int = 8
     dense_layers: int = 2
     seed: int = 0
+    sink_blocks: int = 0
+    local_blocks: int = 0
+    density: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str) or not self.method:
             raise ValueError(f"SparseConfig.method must be a non-empty string, got {self.method!r}")
-        for name, minimum in (("k", 1), ("block_q", 1), ("block_k", 1), ("dense_layers", 0)):
+        for name, minimum in (("k", 1), ("block_q", 1), ("block_k", 1), ("dense_layers", 0), ("sink_blocks", 0),
+                              ("local_blocks", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"SparseConfig.{name} must be an integer, got {value!r}")
@@ -32,10 +43,25 @@ class SparseConfig:
                 raise ValueError(f"SparseConfig.{name} must be >= {minimum}, got {value}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"SparseConfig.seed must be an integer, got {self.seed!r}")
+        if self.density is not None and (isinstance(self.density, bool) or not isinstance(self.density, (int, float))
+                                         or not 0 < self.density <= 1):
+            raise ValueError(f"SparseConfig.density must be a number in (0, 1] or None, got {self.density!r}")
+
+    @property
+    def reserved_blocks(self) -> int:
+        """Blocks kept outside the search when a query block has enough of them: sink + local
+        (the diagonal counts once)."""
+        return self.sink_blocks + max(self.local_blocks, 1)
+
+    def kept(self, n_causal):
+        """Blocks a fixed-k method keeps for a query block with `n_causal` causal blocks
+        (an int or a tensor)."""
+        limit = self.reserved_blocks + self.k - 1
+        if isinstance(n_causal, int):
+            return min(n_causal, limit)
+        return n_causal.clamp(max=limit)
 
     def replace(self, **changes) -> "SparseConfig":
         """A copy with some fields changed (validated again)."""
         return SparseConfig(**{**asdict(self), **changes})
 
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -68,6 +68,16 @@ class BlockLayout:
         return torch.arange(self.n_kblocks * self.block_k, device=device).view(self.n_kblocks, self.block_k)
 
 
+def reserved_mask(cfg: SparseConfig, diag: torch.Tensor, n_kblocks: int) -> torch.Tensor:
+    """Bool [len(diag), n_kblocks]: the blocks each query block keeps outside any search:
+    the first `sink_blocks`, the `local_blocks` ending at its diagonal, and the diagonal."""
+    kb = torch.arange(n_kblocks, device=diag.device)[None, :]
+    d = diag[:, None]
+    sink = kb < cfg.sink_blocks
+    local = (kb > d - max(cfg.local_blocks, 1)) & (kb <= d)
+    return (sink | local) & (kb <= d)
+
+
 def make_layout(query: torch.Tensor, key: torch.Tensor, cfg: SparseConfig, q_offset: int) -> BlockLayout:
     if query.dim() != 4 or key.dim() != 4:
         raise ValueError("query and key must be [batch, heads, seq, head_dim] tensors")
@@ -128,11 +138,16 @@ class SelectionContext:
 
     @property
     def width(self) -> int:
-        return min(self.cfg.k, self.layout.n_kblocks)
+        """Selection width of a fixed-k method: what the longest query block keeps."""
+        return self.cfg.kept(self.layout.n_kblocks)
+
+    def chunk_rows(self, per_block_elements: int) -> int:
+        """Query blocks per chunk so that intermediate tensors stay under CHUNK_ELEMENTS."""
+        return max(1, CHUNK_ELEMENTS // max(1, per_block_elements * self.batch * self.q_heads))
 
     def chunks(self, per_block_elements: int):
         """Slices of query blocks whose intermediate tensors stay under CHUNK_ELEMENTS."""
-        step = max(1, CHUNK_ELEMENTS // max(1, per_block_elements * self.batch * self.q_heads))
+        step = self.chunk_rows(per_block_elements)
         for start in range(0, self.layout.n_qblocks, step):
             yield slice(start, min(start + step, self.layout.n_qblocks))
 
@@ -173,22 +188,23 @@ class SelectionContext:
         scores = scores.masked_fill(~ok, float("-inf"))
         return scores.amax(dim=(3, 5))
 
-    def keep_top(self, rows: slice, scores: torch.Tensor, width: int | None = None) -> torch.Tensor:
+    def keep_top(self, rows: slice, scores: torch.Tensor) -> torch.Tensor:
         """Turn block scores [B?, H?, C, n_kblocks] into a selection [B, Hq, C, width].
 
-        Keeps the diagonal block, then the highest-scoring causal blocks, min(width,
-        diagonal+1) in all; non-causal blocks are never kept. Ascending, -1 padded.
+        Keeps the reserved blocks (diagonal, sink, local), then the highest-scoring
+        causal blocks, `cfg.kept(diagonal + 1)` in all; non-causal blocks are never
+        kept. Ascending, -1 padded.
         """
-        width = self.width if width is None else width
+        width = self.width
         diag = self.diag[rows]
         kb = torch.arange(self.layout.n_kblocks, device=self.device)
         causal = kb[None, :] <= diag[:, None]  # [C, nkb]
         s = scores.float().expand(self.batch, self.q_heads, -1, -1)
         s = torch.where(torch.isneginf(s), torch.full_like(s, torch.finfo(s.dtype).min), s)
         s = s.masked_fill(~causal, float("-inf"))
-        s = s.masked_fill(kb[None, :] == diag[:, None], float("inf"))
+        s = s.masked_fill(reserved_mask(self.cfg, diag, self.layout.n_kblocks), float("inf"))
         top = s.topk(width, dim=-1).indices
-        n_keep = torch.clamp(diag + 1, max=width)  # [C]
+        n_keep = self.cfg.kept(diag + 1)  # [C]
         rank = torch.arange(width, device=self.device)
         top = torch.where(rank[None, :] < n_keep[:, None], top, torch.full_like(top, -1))
         return sort_selection(top)

@@ -8,20 +8,34 @@ from typing import Callable
 import torch
 
 
+def fixed_k(cfg, n_causal):
+    """The default rule: the reserved blocks plus k - 1 chosen ones (`SparseConfig.kept`)."""
+    return cfg.kept(n_causal)
+
+
+def every_block(cfg, n_causal):
+    return n_causal
+
+
 @dataclass(frozen=True)
 class SparseMethod:
     """A registered method.
 
     `select(ctx)` receives a `sparse.layout.SelectionContext` and returns a
     LongTensor[B, Hq, n_qblocks, width] of kept key-block indices (ascending, -1
-    padding at the end). `keeps_all` marks methods that ignore k (`full`): their
-    width is the number of key blocks instead of min(k, n_kblocks).
+    padding at the end). `kept(cfg, n_causal)` is how many blocks the method keeps
+    for a query block with `n_causal` causal blocks (int or LongTensor); the
+    selection's width is `kept(cfg, n_kblocks)`, and `validate_selection` checks every
+    row against it. Default: `SparseConfig.kept`; `full` keeps every block.
     """
 
     name: str
     select: Callable[..., torch.Tensor]
-    keeps_all: bool = False
-    doc: str = ""
+    kept: Callable = fixed_k
+
+    @property
+    def keeps_all(self) -> bool:
+        return self.kept is every_block
 
 
 _METHODS: dict[str, SparseMethod] = {}
@@ -34,15 +48,18 @@ class UnknownSparseMethodError(KeyError):
         return self.args[0]
 
 
-def register_sparse_method(name: str, *, keeps_all: bool = False, overwrite: bool = False):
-    """Decorator registering `fn(ctx) -> selection` under `name`."""
+def register_sparse_method(name: str, *, keeps_all: bool = False, kept: Callable | None = None,
+                           overwrite: bool = False):
+    """Decorator registering `fn(ctx) -> selection` under `name`; `keeps_all` for methods
+    that ignore k, `kept(cfg, n_causal)` for methods with their own kept-block rule."""
     if not isinstance(name, str) or not name:
         raise ValueError("a sparse method needs a non-empty string name")
 
     def decorator(fn):
         if name in _METHODS and not overwrite:
             raise ValueError(f"sparse method {name!r} is already registered (pass overwrite=True to replace it)")
-        _METHODS[name] = SparseMethod(name=name, select=fn, keeps_all=keeps_all, doc=(fn.__doc__ or "").strip())
+        rule = every_block if keeps_all else (kept or fixed_k)
+        _METHODS[name] = SparseMethod(name=name, select=fn, kept=rule)
         return fn
 
     return decorator

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .config import SparseConfig
-from .layout import SelectionContext
+from .layout import SelectionContext, reserved_mask
 from .registry import get_sparse_method
 
 
@@ -21,7 +21,7 @@ def select_blocks(query, key, cfg: SparseConfig, q_offset: int = 0, key_padding_
     method = get_sparse_method(cfg.method)
     ctx = SelectionContext(query, key, cfg, q_offset, key_padding_mask)
     sel = method.select(ctx)
-    width = ctx.layout.n_kblocks if method.keeps_all else ctx.width
+    width = int(method.kept(cfg, ctx.layout.n_kblocks))
     expected = (ctx.batch, ctx.q_heads, ctx.layout.n_qblocks, width)
     if tuple(sel.shape) != expected:
         raise ValueError(f"sparse method {cfg.method!r} returned shape {tuple(sel.shape)}, expected {expected}")
@@ -32,9 +32,11 @@ def validate_selection(selection: torch.Tensor, cfg: SparseConfig, kv_len: int, 
                        keeps_all: bool = False) -> None:
     """Raise ValueError unless `selection` obeys the invariants every method must keep.
 
-    Each query block i keeps exactly min(k, d_i + 1) distinct causal blocks (all
-    d_i + 1 when `keeps_all`), its diagonal d_i among them, ascending, padded with -1
-    only after the kept blocks. Use it to test a method you register.
+    Each query block i keeps exactly the method's kept count of distinct causal blocks
+    (`SparseMethod.kept`: min(d_i + 1, reserved + k - 1) by default, all d_i + 1 when
+    `keeps_all`), its diagonal d_i and its reserved sink and local blocks among them,
+    ascending, padded with -1 only after the kept blocks. Use it to test a method you
+    register.
     """
     from .layout import BlockLayout
 
@@ -42,7 +44,9 @@ def validate_selection(selection: torch.Tensor, cfg: SparseConfig, kv_len: int, 
     diag = lay.diagonal(selection.device)
     if selection.shape[2] != lay.n_qblocks:
         raise ValueError(f"selection has {selection.shape[2]} query blocks, layout has {lay.n_qblocks}")
-    expected = diag + 1 if keeps_all else torch.clamp(diag + 1, max=cfg.k)
+    from .registry import get_sparse_method
+
+    expected = diag + 1 if keeps_all else get_sparse_method(cfg.method).kept(cfg, diag + 1)
     kept = selection >= 0
     n_kept = kept.sum(-1)
     bad = n_kept != expected[None, None, :]
@@ -61,3 +65,9 @@ def validate_selection(selection: torch.Tensor, cfg: SparseConfig, kv_len: int, 
     has_diag = ((selection == diag[None, None, :, None]) & kept).any(-1)
     if not has_diag.all():
         raise ValueError("a query block does not keep its diagonal block")
+    if not keeps_all:
+        reserved = reserved_mask(cfg, diag, lay.n_kblocks)  # [nqb, nkb]
+        present = torch.zeros(*selection.shape[:3], lay.n_kblocks + 1, dtype=torch.bool, device=selection.device)
+        present.scatter_(-1, torch.where(kept, selection, torch.full_like(selection, lay.n_kblocks)), True)
+        if (reserved[None, None] & ~present[..., :-1]).any():
+            raise ValueError("a query block does not keep its reserved sink or local blocks")

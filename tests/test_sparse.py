@@ -10,6 +10,7 @@ import pytest
 import torch
 from tiny_models import greedy, tiny_model
 
+from sparse.registry import fixed_k
 from sparse import (
     SparseConfig,
     UnknownSparseMethodError,
@@ -49,15 +50,30 @@ def qkv(batch, q_heads, kv_heads, q_len, kv_len, dim=16, seed=0):
 
 @pytest.mark.parametrize("method", available_sparse_methods())
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_every_method_keeps_min_k_causal_blocks_with_diagonal(method, geometry):
+@pytest.mark.parametrize("sink,local", [(0, 0), (1, 0), (2, 3)])
+def test_every_method_keeps_its_blocks_with_diagonal_and_reserved_ones(method, geometry, sink, local):
     kv_len, q_offset, bq, bk, k = geometry
     q, key, _ = qkv(2, 4, 2, kv_len - q_offset, kv_len)
-    cfg = SparseConfig(method=method, k=k, block_q=bq, block_k=bk)
+    cfg = SparseConfig(method=method, k=k, block_q=bq, block_k=bk, sink_blocks=sink, local_blocks=local,
+                       density=0.3)
     sel = select_blocks(q, key, cfg, q_offset=q_offset)
-    keeps_all = get_sparse_method(method).keeps_all
+    spec = get_sparse_method(method)
     n_kblocks = -(-kv_len // bk)
-    assert sel.shape[-1] == (n_kblocks if keeps_all else min(k, n_kblocks))
-    validate_selection(sel, cfg, kv_len, q_offset, keeps_all=keeps_all)
+    assert sel.shape[-1] == (n_kblocks if spec.keeps_all else int(spec.kept(cfg, n_kblocks)))
+    if spec.kept is fixed_k:
+        assert sel.shape[-1] == min(n_kblocks, sink + max(local, 1) + k - 1)
+    validate_selection(sel, cfg, kv_len, q_offset, keeps_all=spec.keeps_all)
+
+
+def test_validate_selection_rejects_a_missing_reserved_block():
+    q, key, _ = qkv(1, 2, 2, 64, 64)
+    cfg = SparseConfig(method="oracle", k=2, block_q=8, block_k=8, sink_blocks=1)
+    sel = select_blocks(q, key, cfg)
+    assert (sel[..., 2:, 0] == 0).all()  # the sink is kept once there is a choice
+    broken = sel.clone()
+    broken[0, 0, 7] = torch.tensor([3, 5, 7])
+    with pytest.raises(ValueError, match="reserved"):
+        validate_selection(broken, cfg, 64)
 
 
 def test_validate_selection_rejects_broken_selections():
@@ -346,3 +362,27 @@ def test_stream_selection_at_32k_tokens_stays_under_3_gib():
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["shape"] == [1, 2, 1024, 8]
     assert report["rss_kib"] < 3 * 1024 * 1024
+
+
+@pytest.mark.parametrize("rho,k_min,sink,local", [(0.25, 2, 0, 0), (0.1, 3, 1, 2), (0.5, 1, 0, 1)])
+def test_stream_density_keeps_the_density_rule_exactly(rho, k_min, sink, local):
+    q, key, _ = qkv(1, 4, 2, 200, 200, seed=3)
+    cfg = SparseConfig(method="stream-density", k=k_min, block_q=4, block_k=4, density=rho, sink_blocks=sink,
+                       local_blocks=local)
+    sel = select_blocks(q, key, cfg)
+    n = torch.arange(1, sel.shape[2] + 1)  # causal blocks of query block i (b_q = b_k, no offset)
+    k_i = torch.clamp(torch.ceil(rho * n.double()).long(), min=k_min)
+    want = torch.minimum(n, sink + max(local, 1) + k_i - 1)
+    assert torch.equal((sel >= 0).sum(-1)[0, 0], want)
+    validate_selection(sel, cfg, 200)
+    # the share kept stays near rho along the sequence, unlike a fixed k
+    share = want[20:].double() / n[20:]
+    assert (share - rho).abs().max() < 0.2
+
+
+def test_stream_density_at_full_density_is_full_and_needs_a_density():
+    q, key, _ = qkv(1, 2, 2, 64, 64)
+    full = select_blocks(q, key, SparseConfig(method="full", block_q=8, block_k=8))
+    assert torch.equal(select_blocks(q, key, SparseConfig(method="stream-density", k=1, density=1.0)), full)
+    with pytest.raises(ValueError, match="needs SparseConfig.density"):
+        select_blocks(q, key, SparseConfig(method="stream-density", k=2))

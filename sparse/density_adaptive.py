@@ -1,0 +1,59 @@
+"""`stream-density`: STREAM with a number of kept blocks that grows with the position.
+
+With a constant k, the last query blocks of a long text, which have the most causal
+key blocks, keep the smallest share of them: the seed's section 4.2 finds retrieval
+poor toward the end of texts longer than 8k tokens. Here query block i with n_i
+causal blocks searches k_i - 1 blocks with k_i = max(k, ceil(density * n_i)), so
+every position keeps about the same share (`SparseConfig.density`, rho), and at
+least k (the floor k_min). Kept per query block: min(n_i, reserved + k_i - 1).
+
+It is STREAM's own hierarchical search (`sparse.stream.stream_rows`), run once per
+group of consecutive query blocks sharing k_i (k_i never decreases along the
+sequence, so groups are contiguous); registered like any user method.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .layout import SelectionContext
+from .registry import register_sparse_method
+from .stream import _per_block, stream_rows
+
+
+def adaptive_k(cfg, n_causal):
+    """k_i for `n_causal` causal blocks (int or LongTensor): max(k, ceil(density * n_causal))."""
+    if cfg.density is None:
+        raise ValueError("sparse method 'stream-density' needs SparseConfig.density (the share of causal blocks "
+                         "to keep, e.g. 0.1)")
+    if isinstance(n_causal, int):
+        return max(cfg.k, math.ceil(cfg.density * n_causal - 1e-9))
+    return torch.clamp(torch.ceil(cfg.density * n_causal.double() - 1e-9).long(), min=cfg.k)
+
+
+def kept_blocks(cfg, n_causal):
+    """Blocks kept for `n_causal` causal blocks: min(n, reserved + k_i - 1)."""
+    limit = cfg.reserved_blocks + adaptive_k(cfg, n_causal) - 1
+    if isinstance(n_causal, int):
+        return min(n_causal, limit)
+    return torch.minimum(n_causal, limit)
+
+
+@register_sparse_method("stream-density", kept=kept_blocks)
+def stream_density_select(ctx: SelectionContext) -> torch.Tensor:
+    """STREAM keeping a constant share of each query block's causal blocks (floor k)."""
+    width = int(kept_blocks(ctx.cfg, ctx.layout.n_kblocks))
+    ks = adaptive_k(ctx.cfg, ctx.diag + 1).tolist()
+    out = []
+    start = 0
+    while start < len(ks):
+        end = start
+        while end < len(ks) and ks[end] == ks[start]:
+            end += 1
+        step = max(1, ctx.chunk_rows(_per_block(ctx, ks[start])))
+        for lo in range(start, end, step):
+            out.append(stream_rows(ctx, slice(lo, min(lo + step, end)), ks[start], width))
+        start = end
+    return torch.cat(out, dim=2)
