@@ -3,13 +3,14 @@
 `oracle` keeps the exact top-k blocks by the same block score STREAM
 approximates (O(T^2) work, chunked); STREAM's recall is measured against it.
 `random` is the null baseline: what any k-block pattern does to the answers.
+`drop-one` is a non-sparsity null: all blocks but one random one.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .layout import SelectionContext
+from .layout import SelectionContext, reserved_mask, sort_selection
 from .registry import register_sparse_method
 
 
@@ -55,3 +56,30 @@ def random_select(ctx: SelectionContext) -> torch.Tensor:
     for rows in ctx.chunks(ctx.layout.n_kblocks):
         out.append(ctx.keep_top(rows, noise[:, :, rows]))
     return torch.cat(out, dim=2)
+
+
+def _all_but_one(cfg, n_causal):
+    """Every causal block but one, when a block outside the reserved ones exists."""
+    if isinstance(n_causal, int):
+        return n_causal - 1 if n_causal > cfg.reserved_blocks else n_causal
+    return torch.where(n_causal > cfg.reserved_blocks, n_causal - 1, n_causal)
+
+
+@register_sparse_method("drop-one", kept=_all_but_one)
+def drop_one_select(ctx: SelectionContext) -> torch.Tensor:
+    """Every causal block but one drawn at random outside the reserved ones (seeded by
+    cfg.seed): a non-sparsity null control. A flip here says the answer was fragile to
+    any small perturbation of attention, not that sparsity removed information."""
+    gen = torch.Generator(device="cpu").manual_seed(ctx.cfg.seed)
+    nkb = ctx.layout.n_kblocks
+    shape = (ctx.batch, ctx.q_heads, ctx.layout.n_qblocks, nkb)
+    noise = torch.rand(shape, generator=gen).to(ctx.device)
+    kb = torch.arange(nkb, device=ctx.device)
+    causal = kb[None, :] <= ctx.diag[:, None]
+    droppable = causal & ~reserved_mask(ctx.cfg, ctx.diag, nkb)
+    noise = noise.masked_fill(~droppable, -1.0)
+    dropped = noise.argmax(-1, keepdim=True)  # [B, H, nqb, 1]
+    has_choice = droppable.any(-1)[None, None, :, None]
+    keep = causal[None, None] & ~((kb == dropped) & has_choice)
+    sel = sort_selection(torch.where(keep, kb, torch.full_like(kb, -1)))
+    return sel[..., : int(_all_but_one(ctx.cfg, nkb))].contiguous()
