@@ -10,7 +10,10 @@ anything else (suite, n_adv, steps, k_attack, ...) is an error naming both runs.
 An item measured twice with the same seed (overlapping `limit`s) counts once.
 
 Ranking: lower flip rate at the reference k = more robust. Ties go to the lower
-upper bound (more evidence), then to more items.
+upper bound (more evidence), then to more items. Next to it every entry carries its
+strict-flip and breakdown rates (docs/results-schema.md), the mean density at the
+reference k, and a paired comparison with the best-ranked entry measured on the same
+items (`leaderboard.paired`: McNemar's exact test).
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ import json
 import statistics
 
 from harness.results import with_added_defaults
-from harness.stats import COUNT_KEYS, rate_with_ci, summarize
+from harness.stats import COUNT_KEYS, proportion, rate_with_ci, summarize
 
 from .errors import LeaderboardError
+from .paired import add_paired
 from .runs import ENTRY_KEYS, Run
 
 # Config fields that may differ between runs pooled into one entry.
@@ -130,10 +134,40 @@ def merge_entry(runs: list[Run], warnings: list[str]) -> dict:
         pooled["median_steps_to_flip"] = None
         warnings.append(f"{entry_label(config)}: median steps to first flip unknown when pooling W&B runs "
                         "(their per-item steps are not available)")
+    pooled["_rows"] = None if any(r.rows is None for r in runs) else \
+        [(json.dumps(r.config.get("seed")), row) for r in runs for row in kept[r.name]]
     pooled["runs"] = [r.name for r in runs]
     pooled["seeds"] = sorted({r.config.get("seed") for r in runs}, key=lambda s: json.dumps(s))
     pooled["config"] = _shared(config)
     return pooled
+
+
+def _class_rate(rows, k: int, field: str, name: str) -> dict | None:
+    """Rate of an outcome class at k with its interval, over the rows that record classes
+    (None when no row does: runs written before outcome classes existed)."""
+    flags = [((getattr(row, field) or {}).get(str(k)) or {}).get(name) for row in rows]
+    flags = [f for f in flags if f is not None]
+    return proportion(sum(flags), len(flags)) if flags else None
+
+
+def _outcome_columns(pooled: dict, k: int) -> dict:
+    """Strict flips, breakdowns, density and per-item flags at k, from the pooled rows."""
+    if pooled["_rows"] is None:
+        return {"strict": None, "breakdown": None, "natural_strict": None, "natural_breakdown": None,
+                "density": None, "_items": None}
+    attacked = [(seed, row) for seed, row in pooled["_rows"] if row.attacked]
+    rows = [row for _, row in attacked]
+    densities = [row.density[str(k)] for row in rows if row.density and str(k) in row.density]
+    return {
+        "strict": _class_rate(rows, k, "outcomes", "strict"),
+        "breakdown": _class_rate(rows, k, "outcomes", "breakdown"),
+        "natural_strict": _class_rate(rows, k, "natural_outcomes", "strict"),
+        "natural_breakdown": _class_rate(rows, k, "natural_outcomes", "breakdown"),
+        "density": sum(densities) / len(densities) if densities else None,
+        "_items": {(seed, row.item_id): {"flip": bool((row.flipped or {}).get(str(k))),
+                                         "strict": ((row.outcomes or {}).get(str(k)) or {}).get("strict")}
+                   for seed, row in attacked},
+    }
 
 
 def _record(pooled: dict, ref_k: int | None) -> dict:
@@ -165,6 +199,7 @@ def _record(pooled: dict, ref_k: int | None) -> dict:
         "seeds": pooled["seeds"],
         "config": config,
     })
+    record.update(_outcome_columns(pooled, k))
     return record
 
 
@@ -187,4 +222,7 @@ def rank(runs: list[Run], ref_k: int | None, warnings: list[str]) -> list[dict]:
     records.sort(key=_sort_key)
     for i, r in enumerate(records, start=1):
         r["rank"] = i
+    add_paired(records)
+    for r in records:
+        del r["_items"]
     return records

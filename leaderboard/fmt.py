@@ -17,6 +17,23 @@ def rate_ci(record: dict, prefix: str = "") -> str:
     return f"{x:.3f} [{record[prefix + 'ci_low']:.3f}, {record[prefix + 'ci_high']:.3f}]"
 
 
+def proportion(entry: dict | None) -> str:
+    """'0.250 [0.089, 0.532] (3/12)' for a stats.proportion entry; n/a for runs without outcome classes."""
+    if entry is None:
+        return "n/a"
+    return f"{entry['rate']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}] ({entry['count']}/{entry['n']})"
+
+
+def paired(record: dict, name: str = "flip") -> str:
+    """'+0.250 vs <label> (p = 0.039, 1:8)', or 'not comparable' without an entry on the same items."""
+    if record.get("paired") is None:
+        return "not comparable"
+    c = record["paired"][name]
+    if c["diff"] is None:
+        return "n/a"
+    return f"{c['diff']:+.3f} vs {c['vs']} (p = {c['p']:.3g}, {c['b']}:{c['c']})"
+
+
 def count(n_flipped, n) -> str:
     return DASH if n_flipped is None else f"{n_flipped}/{n}"
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from . import fmt
 
-HEADER = ["Rank", "Model", "Method", "Attack", "Blocks (q×k)", "Dense layers", "Context tokens", "k",
-          "Flip rate [95% CI]", "Flipped/n", "Natural flip rate", "Attack success", "Median steps",
+HEADER = ["Rank", "Model", "Method", "Attack", "Blocks (q×k)", "Dense layers", "Context tokens", "k", "Density",
+          "Flip rate [95% CI]", "Flipped/n", "Strict flips [95% CI]", "Breakdowns [95% CI]", "Natural flip rate",
+          "Natural strict / breakdown", "Attack success", "Median steps", "Paired: flip rate vs best comparable",
           "Flip rate by k"]
-ALIGN = ["---:", "---", "---", "---", "---", "---:", "---:", "---:", "---", "---:", "---:", "---:", "---:", "---"]
+ALIGN = ["---:", "---", "---", "---", "---", "---:", "---:", "---:", "---:", "---", "---:", "---", "---", "---:",
+         "---", "---:", "---:", "---", "---"]
 
 
 def escape(text) -> str:
@@ -20,10 +22,14 @@ def escape(text) -> str:
 
 
 def cells(r: dict) -> list[str]:
+    natural = f"{fmt.rate((r['natural_strict'] or {}).get('rate'))} / " \
+              f"{fmt.rate((r['natural_breakdown'] or {}).get('rate'))}" if r["natural_strict"] else "n/a"
     return [str(r["rank"]), escape(r["model"]), escape(r["method"]), escape(r["attack"]), fmt.blocks(r),
-            str(r["dense_layers"]), str(r["context_tokens"]), str(r["ref_k"]), fmt.rate_ci(r),
-            fmt.count(r["n_flipped"], r["n"]), fmt.rate(r["natural_flip_rate"]), fmt.rate(r["attack_success_rate"]),
-            fmt.steps(r["median_steps_to_flip"]), fmt.sweep(r)]
+            str(r["dense_layers"]), str(r["context_tokens"]), str(r["ref_k"]), fmt.rate(r["density"]),
+            fmt.rate_ci(r), fmt.count(r["n_flipped"], r["n"]), fmt.proportion(r["strict"]),
+            fmt.proportion(r["breakdown"]), fmt.rate(r["natural_flip_rate"]), natural,
+            fmt.rate(r["attack_success_rate"]), fmt.steps(r["median_steps_to_flip"]), escape(fmt.paired(r)),
+            fmt.sweep(r)]
 
 
 def ref_k_phrase(board: dict) -> str:
@@ -44,7 +50,14 @@ def render(board: dict) -> str:
         "adversarial tokens (the others are skipped). *Flip rate*: flipped/n at the k column, with a Wilson 95% "
         "interval. *Natural flip rate*: the same without adversarial tokens. *Attack success*: share of items "
         "where the attack found a flip at its own k (k_attack). *Median steps*: candidates/steps until the first "
-        "flip, over successful items. *Flip rate by k*: k: flip rate over the k sweep.",
+        "flip, over successful items. *Flip rate by k*: k: flip rate over the k sweep. *Density*: mean kept / "
+        "causal key blocks at the answer position at k. *Strict flips*: full attention right by at least the "
+        "run's --full-margin and the sparse greedy token a wrong answer; *breakdowns*: the sparse greedy token "
+        "is neither answer (n/a for runs written before these were recorded). *Paired*: difference in flip rate "
+        "to the best-ranked entry measured on the same items (same model, suite, context and seeds), McNemar's "
+        "exact p-value and the discordant items (flipped here only : there only); *not comparable* when no "
+        "other entry shares the items. Overlapping intervals and p >= 0.05 mean the data do not separate "
+        "the two entries.",
         "",
         f"Built by `python -m leaderboard build` from {sum(len(r['runs']) for r in records)} run(s) "
         f"on {board['generated']}.",

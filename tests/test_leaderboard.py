@@ -572,3 +572,53 @@ def test_page_sorts_in_headless_chromium(three_entries, tmp_path, capsys):
             shutil.copy(shot, keep)
     finally:
         driver.quit()
+
+
+# ---------------------------------------------------------------- paired comparisons
+
+def test_mcnemar_exact_matches_hand_computed_values():
+    from leaderboard.paired import mcnemar_exact
+
+    assert mcnemar_exact(1, 8) == pytest.approx(2 * (1 + 9) / 2**9)  # 0.0390625
+    assert mcnemar_exact(8, 1) == mcnemar_exact(1, 8)
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(5, 5) == 1.0
+    assert mcnemar_exact(0, 4) == pytest.approx(2 / 16)
+    with pytest.raises(ValueError):
+        mcnemar_exact(-1, 2)
+
+
+def test_entries_on_the_same_items_are_compared_and_others_are_not(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    make_run(runs, "stream", make_rows(10, {2: 6, 4: 6, 8: 1}), method="stream")
+    make_run(runs, "window", make_rows(10, {2: 2, 4: 2, 8: 0}), method="window")
+    make_run(runs, "other-items", make_rows(10, {2: 1, 4: 1, 8: 0}, prefix="x"), method="oracle")
+    status, _ = build([runs, "--out", tmp_path / "site"], capsys)
+    assert status == 0
+    entries = by_method(board_of(tmp_path / "site"))
+    stream = entries["stream"]["paired"]["flip"]
+    assert (stream["b"], stream["c"], stream["n"]) == (4, 0, 10)
+    assert stream["diff"] == pytest.approx(0.4) and stream["p"] == pytest.approx(0.125)
+    assert entries["window"]["paired"]["flip"]["vs"] == entries["stream"]["label"]
+    assert entries["oracle"]["paired"] is None
+    md = (tmp_path / "site" / "leaderboard.md").read_text()
+    assert "not comparable" in md and "p = 0.125" in md
+    # old rows record no outcome classes: shown as n/a, not as 0
+    assert entries["stream"]["strict"] is None and "n/a" in md
+
+
+def test_strict_flips_breakdowns_and_density_are_pooled_from_rows(tmp_path, capsys):
+    rows = make_rows(8, {2: 4, 4: 4, 8: 0})
+    for i, r in enumerate(rows):
+        r["outcomes"] = {str(k): {"strict": r["flipped"][str(k)] and i % 2 == 0,
+                                  "breakdown": r["flipped"][str(k)] and i % 2 == 1, "seed": r["flipped"][str(k)]}
+                         for k in KS}
+        r["density"] = {"2": 0.1, "4": 0.2, "8": 0.4}
+    runs = tmp_path / "runs"
+    make_run(runs, "a", rows[:4], seed=0)
+    make_run(runs, "b", rows[4:], seed=1)
+    assert build([runs, "--out", tmp_path / "site"], capsys)[0] == 0
+    entry = board_of(tmp_path / "site")["entries"][0]
+    assert (entry["strict"]["count"], entry["strict"]["n"]) == (2, 8)
+    assert (entry["breakdown"]["count"], entry["breakdown"]["n"]) == (2, 8)
+    assert entry["density"] == pytest.approx(0.2)
+    assert entry["strict"]["ci_high"] == pytest.approx(wilson(2, 8)[1])
