@@ -27,8 +27,8 @@ DEFAULTS = {
     "block_q": 8,
     "block_k": 8,
     "dense_layers": 2,
-    "model": "smollm2-135m",
-    "suite": "seed4",
+    "model": "qwen2.5-1.5b",
+    "suite": "needle",
     "limit": None,
     "n_adv": 3,
     "steps": 200,
@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="key blocks ending at the diagonal always kept, outside k (default 0: the diagonal only)")
     p.add_argument("--density", type=float, default=S,
                    help="share of causal key blocks kept by position-adaptive methods (stream-density), e.g. 0.1")
-    p.add_argument("--model", default=S, help="model preset, hub id or local path (default smollm2-135m)")
-    p.add_argument("--suite", default=S, help="task suite: seed4, facts, needle (generated, see --depth), "
+    p.add_argument("--model", default=S, help="model preset, hub id or local path (default qwen2.5-1.5b)")
+    p.add_argument("--suite", default=S, help="task suite: needle (default; generated, see --depth), seed4, facts, "
                                               "a .jsonl/.csv/.yaml file or hf:name[:config]:split")
     p.add_argument("--limit", type=int, default=S, help="use the first N items of the suite (needle: N items in all, "
                                                           "default 48)")
