@@ -41,7 +41,7 @@ def kept_blocks(cfg, n_causal):
     return torch.minimum(n_causal, limit)
 
 
-@register_sparse_method("stream-density", kept=kept_blocks)
+@register_sparse_method("stream-density", kept=kept_blocks, uses_density=True)
 def stream_density_select(ctx: SelectionContext) -> torch.Tensor:
     """STREAM keeping a constant share of each query block's causal blocks (floor k)."""
     width = int(kept_blocks(ctx.cfg, ctx.layout.n_kblocks))

@@ -32,6 +32,7 @@ class SparseMethod:
     name: str
     select: Callable[..., torch.Tensor]
     kept: Callable = fixed_k
+    uses_density: bool = False  # reads SparseConfig.density (position-adaptive methods)
 
     @property
     def keeps_all(self) -> bool:
@@ -49,7 +50,7 @@ class UnknownSparseMethodError(KeyError):
 
 
 def register_sparse_method(name: str, *, keeps_all: bool = False, kept: Callable | None = None,
-                           overwrite: bool = False):
+                           uses_density: bool = False, overwrite: bool = False):
     """Decorator registering `fn(ctx) -> selection` under `name`; `keeps_all` for methods
     that ignore k, `kept(cfg, n_causal)` for methods with their own kept-block rule."""
     if not isinstance(name, str) or not name:
@@ -59,7 +60,7 @@ def register_sparse_method(name: str, *, keeps_all: bool = False, kept: Callable
         if name in _METHODS and not overwrite:
             raise ValueError(f"sparse method {name!r} is already registered (pass overwrite=True to replace it)")
         rule = every_block if keeps_all else (kept or fixed_k)
-        _METHODS[name] = SparseMethod(name=name, select=fn, kept=rule)
+        _METHODS[name] = SparseMethod(name=name, select=fn, kept=rule, uses_density=uses_density)
         return fn
 
     return decorator
