@@ -17,13 +17,30 @@ from __future__ import annotations
 import torch
 
 UNTRAINED_NORM = 0.01  # share of the median row norm under which a row counts as untrained
+PREFIX_COLUMNS = 8  # duplicates are looked for among rows that already agree on these columns
+
+
+def _duplicated(rows: torch.Tensor) -> torch.Tensor:
+    """Bool per row: exactly equal to another row.
+
+    Rows that differ in their first columns cannot be equal, so the full comparison
+    runs only on rows whose prefix repeats (a few thousand on Qwen): sorting the whole
+    [151936, 1536] matrix instead takes seconds and a copy of it."""
+    def repeated(part: torch.Tensor) -> torch.Tensor:
+        _, inverse, counts = torch.unique(part, dim=0, return_inverse=True, return_counts=True)
+        return counts[inverse] > 1
+
+    out = torch.zeros(rows.shape[0], dtype=torch.bool)
+    candidates = torch.nonzero(repeated(rows[:, :PREFIX_COLUMNS])).flatten()
+    if len(candidates):
+        out[candidates] = repeated(rows[candidates])
+    return out
 
 
 def _untrained(rows: torch.Tensor) -> torch.Tensor:
     """Bool per row: duplicated exactly elsewhere, or of near-zero norm."""
-    _, inverse, counts = torch.unique(rows, dim=0, return_inverse=True, return_counts=True)
     norms = rows.norm(dim=1)
-    return (counts[inverse] > 1) | (norms < UNTRAINED_NORM * norms.median())
+    return _duplicated(rows) | (norms < UNTRAINED_NORM * norms.median())
 
 
 def _classify(tokenizer, embeddings: torch.Tensor) -> tuple[int, dict[str, set[int]]]:

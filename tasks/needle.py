@@ -14,6 +14,11 @@ Items are ordered group by group, depth by depth, so `--limit` keeps every depth
 Half the questions ask about the stated value (yes), half about another value of the
 same attribute (no), balanced within every depth. Everything is drawn from one
 `random.Random(seed)`: the same seed and tokenizer give byte-identical items.
+
+Precision (SmolLM2 tokenizer, 3 or 5 depths, 20 seeds): a context is within -7..+10 tokens of
+`context_tokens`; a needle starts on a sentence boundary, so its realised depth (tokens
+before it / context tokens) is within 0.11 of the requested one at 128 tokens and 0.03 at
+512 (`item.depth` is the requested depth).
 """
 
 from __future__ import annotations

@@ -19,6 +19,17 @@ def test_needle_is_a_listed_suite_and_needs_a_tokenizer():
         load_suite("needle", 3)
 
 
+def test_load_suite_passes_its_parameters_and_names_bad_ones(tok):
+    assert load_suite("needle", 4, tokenizer=tok, context_tokens=128, depths=(0.2, 0.8), seed=5) == \
+        needle_items(tok, 4, 128, (0.2, 0.8), 5)
+    assert len(load_suite("needle", tokenizer=tok, context_tokens=96)) == 48  # no limit: 16 per default depth
+    with pytest.raises(SuiteError, match="depths must lie in"):
+        load_suite("needle", 4, tokenizer=tok, depths=(0.5, -0.1))
+    with pytest.raises(SuiteError, match="context_tokens must be >= 64"):
+        load_suite("needle", 4, tokenizer=tok, context_tokens=10)
+    assert load_suite("facts", 5, tokenizer=tok) == load_suite("facts", 5)  # other suites ignore the tokenizer
+
+
 def test_items_are_deterministic_by_seed_and_balanced_per_depth(tok):
     a = needle_items(tok, 24, context_tokens=128, depths=(0.1, 0.5, 0.9), seed=3)
     assert a == needle_items(tok, 24, context_tokens=128, depths=(0.1, 0.5, 0.9), seed=3)
@@ -64,6 +75,39 @@ def test_needle_token_span_decodes_to_the_needle(tok):
         needle = item.context[item.needle_span[0]: item.needle_span[1]]
         assert needle in tok.decode(ids[start:end])
         assert needle not in tok.decode(ids[start + 1: end]) and needle not in tok.decode(ids[start: end - 1])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("context_tokens,depth_tolerance", [(128, 0.15), (512, 0.05)])
+def test_on_the_real_smollm2_tokenizer(smollm2, context_tokens, depth_tolerance):
+    """Every property at once on SmolLM2's tokenizer and chat template. Tolerances: the length
+    is off by at most half a filler sentence (measured -7..+10 tokens over 80 contexts); a
+    needle starts on a sentence boundary, so its depth is off by about one sentence."""
+    _, tok = smollm2
+    depths = (0.0, 0.25, 0.5, 0.75, 1.0)
+    for seed in range(3):
+        items = needle_items(tok, 10, context_tokens, depths, seed=seed)
+        assert items == needle_items(tok, 10, context_tokens, depths, seed=seed)
+        assert [i.depth for i in items] == list(depths) * 2 and len({i.group for i in items}) == 2
+        for depth in depths:
+            assert sorted(i.answer for i in items if i.depth == depth) == ["no", "yes"]
+        for item in items:
+            assert item.context == next(i.context for i in items if i.group == item.group)
+            needle = item.context[item.needle_span[0]: item.needle_span[1]]
+            (attribute, name, stated), = [(a, n, v) for a in ATTRIBUTES for n in NAMES for v in a.values
+                                          if a.statement.format(name=n, value=v) == needle]
+            asked, = [v for v in attribute.values if attribute.question.format(name=name, value=v) == item.question]
+            assert (asked == stated) == (item.answer == "yes")
+            assert sum(item.context.count(attribute.statement.format(name=name, value=v)) for v in attribute.values) == 1
+            # the asked attribute also appears in distractors about other people
+            assert any(attribute.statement.format(name=n, value=v) in item.context
+                       for n in NAMES if n != name for v in attribute.values)
+            n = len(tok.encode(item.context, add_special_tokens=False))
+            assert abs(n - context_tokens) <= 12
+            position = len(tok.encode(item.context[: item.needle_span[0]], add_special_tokens=False)) / n
+            assert abs(position - item.depth) <= depth_tolerance
+            start, end = needle_token_span(tok, item)
+            assert needle in tok.decode(build_prompt(tok, item).prefix_ids[start:end])
 
 
 @pytest.mark.parametrize("kwargs,message", [

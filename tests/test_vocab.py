@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attacks.vocab import attack_vocabulary, vocabulary_exclusions
+from attacks.vocab import PREFIX_COLUMNS, attack_vocabulary, vocabulary_exclusions
 
 QWEN = Path(__file__).parent / "data" / "qwen2.5-coder-tokenizer"
 
@@ -51,6 +51,31 @@ def test_rows_beyond_the_tokenizer_and_untrained_rows_are_never_drawn(qwen_token
     counts = vocabulary_exclusions(tok, rows)
     assert counts["out_of_range"] == 256 and counts["untrained"] == 3
     assert counts["added"] + counts["special"] == len(set(tok.get_added_vocab().values()) | set(tok.all_special_ids))
+
+
+def test_qwen_padding_slots_sharing_one_row_are_never_drawn(qwen_tokenizer):
+    """Qwen checkpoints pad the vocabulary to 151936 with [PAD...] tokens whose rows were never
+    trained (all equal); they are ordinary vocabulary entries, so only their rows betray them."""
+    tok = qwen_tokenizer
+    pads = [i for t, i in tok.get_vocab().items() if t.startswith("[PAD")]
+    assert len(pads) == 271 and len(tok) == 151936
+    rows = random_rows(len(tok))
+    rows[pads] = rows[pads[0]].clone()
+    pool = set(attack_vocabulary(tok, rows).tolist())
+    assert not pool & set(pads) and vocabulary_exclusions(tok, rows)["untrained"] == len(pads)
+
+
+def test_only_rows_equal_in_every_column_count_as_duplicates(qwen_tokenizer):
+    """Duplicates are searched among rows sharing their first columns: rows that share only
+    those columns stay in the pool."""
+    tok = qwen_tokenizer
+    rows = random_rows(len(tok), dim=2 * PREFIX_COLUMNS)
+    rows[100:140, :PREFIX_COLUMNS] = rows[99, :PREFIX_COLUMNS]  # same prefix, different tails
+    rows[500:503] = rows[600]  # four equal rows
+    rows[700, PREFIX_COLUMNS:] = rows[701, PREFIX_COLUMNS:]  # same tail only
+    pool = set(attack_vocabulary(tok, rows).tolist())
+    assert set(range(99, 140)) | {700, 701} <= pool
+    assert not {500, 501, 502, 600} & pool and vocabulary_exclusions(tok, rows)["untrained"] == 4
 
 
 @pytest.mark.integration
