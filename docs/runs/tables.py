@@ -1,0 +1,150 @@
+"""Print the Markdown tables of docs/replication.md from the run directories in docs/runs/.
+
+    .venv/bin/python docs/runs/tables.py needle RUN_DIR          # per depth and k: accuracy, natural flips, attribution
+    .venv/bin/python docs/runs/tables.py sink RUN_A RUN_B        # the same items without / with a reserved sink
+    .venv/bin/python docs/runs/tables.py outcomes RUN_DIR [MARGIN...]   # strict flips, breakdowns, verified, per k
+
+Every number is recomputed from results.jsonl (harness.results.read_rows, the one
+reader); intervals are Wilson 95% (harness.stats.wilson). Outcome classes at another
+full-attention margin are reclassified from the stored scores (tasks.outcomes.classify).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from harness.results import read_rows  # noqa: E402
+from harness.stats import wilson  # noqa: E402
+from tasks.outcomes import classify  # noqa: E402
+
+
+def ci(count: int, n: int) -> str:
+    if n == 0:
+        return "-"
+    low, high = wilson(count, n)
+    return f"{count}/{n} [{low:.2f}, {high:.2f}]"
+
+
+def rows_of(run: str):
+    return read_rows(Path(run) / "results.jsonl").rows
+
+
+def ks_of(run: str) -> list[int]:
+    return json.loads((Path(run) / "manifest.json").read_text())["config"]["k_sweep"]
+
+
+def needle(run: str) -> None:
+    rows, ks = rows_of(run), ks_of(run)
+    depths = sorted({r.needle["depth"] for r in rows})
+    print("| depth | full attention correct | " + " | ".join(f"k={k} natural strict / breakdown" for k in ks) + " |")
+    print("|---:|---:|" + "---|" * len(ks))
+    for d in depths + [None]:
+        sub = [r for r in rows if d is None or r.needle["depth"] == d]
+        ok = [r for r in sub if r.attacked]
+        cells = [f"{ci(sum(r.natural_outcomes[str(k)]['strict'] for r in ok), len(ok))} / "
+                 f"{ci(sum(r.natural_outcomes[str(k)]['breakdown'] for r in ok), len(ok))}" for k in ks]
+        print(f"| {'all' if d is None else d} | {ci(len(ok), len(sub))} | " + " | ".join(cells) + " |")
+    attacked = [r for r in rows if r.attacked and r.scores is not None and r.adv_ids]
+    if attacked:
+        print()
+        print("| k | attacked: flip | strict | breakdown | verified / unverifiable (k_attack only) |")
+        print("|---:|---|---|---|---|")
+        for k in ks:
+            n = len(attacked)
+            verified = f"{sum(r.verified_status == 'verified' for r in attacked)} / " \
+                       f"{sum(r.verified_status == 'unverifiable' for r in attacked)}" if k == attacked[0].k_attack else ""
+            print(f"| {k} | {ci(sum(r.flipped[str(k)] for r in attacked), n)} | "
+                  f"{ci(sum(r.outcomes[str(k)]['strict'] for r in attacked), n)} | "
+                  f"{ci(sum(r.outcomes[str(k)]['breakdown'] for r in attacked), n)} | {verified} |")
+    print()
+    print("| k | retained attention mass, natural flip (n) | no flip (n) | needle kept, share of heads: flip | no flip |")
+    print("|---:|---|---|---|---|")
+    ok = [r for r in rows if r.attacked and r.attribution]
+    for k in ks:
+        groups = {True: [], False: []}
+        for r in ok:
+            groups[bool(r.natural_flipped[str(k)])].append(r.attribution["natural"][str(k)])
+        cells = []
+        for flag in (True, False):
+            recs = groups[flag]
+            mass = sum(1 - sum(a["dropped_mass"]) / len(a["dropped_mass"]) for a in recs) / len(recs) if recs else None
+            cells.append("-" if mass is None else f"{mass:.3f} ({len(recs)})")
+        for flag in (True, False):
+            recs = groups[flag]
+            kept = sum(sum(a["needle_kept"]) / len(a["needle_kept"]) for a in recs) / len(recs) if recs else None
+            cells.append("-" if kept is None else f"{kept:.2f}")
+        print(f"| {k} | " + " | ".join(cells) + " |")
+    layers = ok[0].attribution["natural"]["layers"] if ok else []
+    if layers:
+        k = ks[1] if len(ks) > 1 else ks[0]
+        print()
+        print(f"Needle kept by layer at k={k} (share of heads keeping every needle block, mean over items):")
+        print()
+        print("| layer | " + " | ".join(map(str, layers)) + " |")
+        print("|---|" + "---:|" * len(layers))
+        for flag, name in ((True, "natural flip"), (False, "no flip")):
+            recs = [r.attribution["natural"][str(k)]["needle_kept"] for r in ok if bool(r.natural_flipped[str(k)]) == flag]
+            if recs:
+                means = [sum(v[i] for v in recs) / len(recs) for i in range(len(layers))]
+                print(f"| {name} (n={len(recs)}) | " + " | ".join(f"{m:.2f}" for m in means) + " |")
+
+
+def sink(run_a: str, run_b: str) -> None:
+    a, b = {r.item_id: r for r in rows_of(run_a)}, {r.item_id: r for r in rows_of(run_b)}
+    common = [i for i in a if i in b and a[i].attacked and b[i].attacked]
+    print(f"{len(common)} items answered correctly by full attention in both runs.")
+    print()
+    print("| k | blocks kept (A / B) | breakdown A | breakdown B | strict A | strict B | mean P(yes)+P(no) A | B |")
+    print("|---:|---|---|---|---|---|---:|---:|")
+    for k in ks_of(run_a):
+        ra, rb = [a[i] for i in common], [b[i] for i in common]
+        n = len(common)
+        blocks = (f"{sum(r.density[str(k)] * r.answer_blocks for r in ra) / n:.1f} / "
+                  f"{sum(r.density[str(k)] * r.answer_blocks for r in rb) / n:.1f}") if ra[0].density else "-"
+        print(f"| {k} | {blocks} | {ci(sum(r.natural_outcomes[str(k)]['breakdown'] for r in ra), n)} | "
+              f"{ci(sum(r.natural_outcomes[str(k)]['breakdown'] for r in rb), n)} | "
+              f"{ci(sum(r.natural_outcomes[str(k)]['strict'] for r in ra), n)} | "
+              f"{ci(sum(r.natural_outcomes[str(k)]['strict'] for r in rb), n)} | "
+              f"{sum(r.natural[str(k)].mass for r in ra) / n:.3f} | {sum(r.natural[str(k)].mass for r in rb) / n:.3f} |")
+
+
+def outcomes(run: str, margins: list[float]) -> None:
+    rows, ks = rows_of(run), ks_of(run)
+    attacked = [r for r in rows if r.attacked]
+    print(f"{len(attacked)} of {len(rows)} items answered correctly by full attention without adversarial tokens; "
+          f"answer position at a median of {sorted(r.answer_blocks for r in attacked)[len(attacked) // 2]} "
+          "key blocks.")
+    for margin in margins:
+        print()
+        print(f"Full-attention margin {margin} (P(a) - P(ā) under full attention with the adversarial tokens):")
+        print()
+        print("| k | density | flip | strict flip | breakdown | natural strict | natural breakdown |")
+        print("|---:|---:|---|---|---|---|---|")
+        n = len(attacked)
+        for k in ks:
+            adv = [classify(r.scores["full"], r.scores[str(k)], margin) for r in attacked]
+            nat = [classify(r.natural["full"], r.natural[str(k)], margin) for r in attacked]
+            dens = sum(r.density[str(k)] for r in attacked) / n
+            print(f"| {k} | {dens:.3f} | {ci(sum(o.flip and o.confident for o in adv), n)} | "
+                  f"{ci(sum(o.strict for o in adv), n)} | {ci(sum(o.breakdown for o in adv), n)} | "
+                  f"{ci(sum(o.strict for o in nat), n)} | {ci(sum(o.breakdown for o in nat), n)} |")
+    succ = [r for r in attacked if r.success]
+    print()
+    print(f"Attack successes: {len(succ)}/{len(attacked)}; verified {sum(r.verified_status == 'verified' for r in succ)}, "
+          f"not verified {sum(r.verified_status == 'not verified' for r in succ)}, unverifiable "
+          f"{sum(r.verified_status == 'unverifiable' for r in succ)}; monotone {sum(bool(r.monotone) for r in succ)}.")
+
+
+if __name__ == "__main__":
+    kind, *args = sys.argv[1:]
+    if kind == "needle":
+        needle(args[0])
+    elif kind == "sink":
+        sink(args[0], args[1])
+    elif kind == "outcomes":
+        outcomes(args[0], [float(m) for m in args[1:]] or [0.0])
+    else:
+        sys.exit(f"unknown table {kind!r}: needle, sink or outcomes")
