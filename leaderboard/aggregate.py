@@ -30,13 +30,15 @@ from .runs import ENTRY_KEYS, Run
 
 # Config fields that may differ between runs pooled into one entry.
 MERGEABLE_KEYS = ("seed", "limit")
-# Sparse settings that make another entry when set (absent in older runs: 0 / None).
+# More settings that make another entry: the suite, and sparse settings absent in older
+# runs (read as 0 / None there).
 RESERVATION_KEYS = ("sink_blocks", "local_blocks", "density")
+EXTRA_ENTRY_KEYS = ("suite",) + RESERVATION_KEYS
 
 
 def entry_key(config: dict) -> tuple:
     config = with_added_defaults(config)
-    return tuple(json.dumps(config[k], sort_keys=True) for k in ENTRY_KEYS + RESERVATION_KEYS)
+    return tuple(json.dumps(config.get(k), sort_keys=True) for k in ENTRY_KEYS + EXTRA_ENTRY_KEYS)
 
 
 def entry_label(config: dict) -> str:
@@ -44,7 +46,7 @@ def entry_label(config: dict) -> str:
     reserved = "".join(f" · {k.split('_')[0]} {config[k]}" for k in RESERVATION_KEYS if config[k])
     return (f"{config['model']} · {config['method']} · {config['attack']} · "
             f"b{config['block_q']}×{config['block_k']} · dense {config['dense_layers']} · "
-            f"ctx {config['context_tokens']}{reserved}")
+            f"ctx {config['context_tokens']} · {config.get('suite')}{reserved}")
 
 
 def _shared(config: dict) -> dict:
@@ -53,7 +55,7 @@ def _shared(config: dict) -> dict:
 
 def _differences(a: dict, b: dict) -> list[str]:
     a, b = with_added_defaults(a), with_added_defaults(b)
-    keys = sorted((set(a) | set(b)) - set(ENTRY_KEYS) - set(RESERVATION_KEYS) - set(MERGEABLE_KEYS))
+    keys = sorted((set(a) | set(b)) - set(ENTRY_KEYS) - set(EXTRA_ENTRY_KEYS) - set(MERGEABLE_KEYS))
     missing = "(absent)"
     return [f"{k}: {a.get(k, missing)!r} vs {b.get(k, missing)!r}" for k in keys if a.get(k, missing) != b.get(k, missing)]
 

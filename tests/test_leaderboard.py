@@ -215,12 +215,21 @@ def test_conflicting_configs_name_both_runs(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("field,value", [("suite", "facts"), ("steps", 50), ("k_attack", 2)])
+@pytest.mark.parametrize("field,value", [("steps", 50), ("k_attack", 2)])
 def test_other_result_fields_conflict_too(tmp_path, capsys, field, value):
     make_run(tmp_path / "runs", "a", make_rows(4, {4: 1}))
     make_run(tmp_path / "runs", "b", make_rows(4, {4: 1}, prefix="b"), seed=3, **{field: value})
     status, err = build([tmp_path / "runs", "--out", tmp_path / "out"], capsys)
     assert status == 2 and field in err
+
+
+def test_runs_on_different_suites_are_different_entries(tmp_path, capsys):
+    make_run(tmp_path / "runs", "a", make_rows(4, {4: 1}))
+    make_run(tmp_path / "runs", "b", make_rows(4, {4: 2}), suite="facts")
+    assert build([tmp_path / "runs", "--out", tmp_path / "out"], capsys)[0] == 0
+    entries = board_of(tmp_path / "out")["entries"]
+    assert sorted(e["config"]["suite"] for e in entries) == ["facts", "seed4"]
+    assert all(e["label"].endswith(e["config"]["suite"]) for e in entries)
 
 
 def test_same_seed_items_count_once(tmp_path, capsys):
