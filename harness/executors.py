@@ -60,11 +60,16 @@ def _check_or_warn(ray, connected_here: bool, address: str | None, num_cpus, num
         print(f"warning: {exc}; tasks wait until the cluster grows", file=sys.stderr)
 
 
-def describe(exc: BaseException) -> str:
-    """One line naming a failure: our own errors by their message, anything else by its type too."""
+def _expected(exc: BaseException) -> bool:
+    """A user-facing error (bad options, a model that does not load): its message says it all."""
     from .models import ModelLoadError
 
-    text = str(exc) if isinstance(exc, (UsageError, ModelLoadError)) else f"{type(exc).__name__}: {exc}"
+    return isinstance(exc, (UsageError, ModelLoadError))
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming a failure: our own errors by their message, anything else by its type too."""
+    text = str(exc) if _expected(exc) else f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())
 
 
@@ -82,14 +87,7 @@ def run_cell(argv: list[str], cwd: str | None = None) -> dict:
 @dataclass
 class CellOutcome:
     name: str
-    summary: dict | None  # the run's summary when it finished
-    error: str | None  # one line when it failed
-
-
-def _expected(exc: BaseException) -> bool:
-    from .models import ModelLoadError
-
-    return isinstance(exc, (UsageError, ModelLoadError))
+    error: str | None  # None when the cell finished, else one line saying why not
 
 
 class LocalExecutor:
@@ -104,14 +102,14 @@ class LocalExecutor:
     def map(self, cells) -> Iterator[CellOutcome]:
         for cell in cells:
             try:
-                summary = run_cell(cell.argv)
+                run_cell(cell.argv)
             except Exception as exc:  # noqa: BLE001 - one cell's failure must not stop the others
                 if not _expected(exc):
                     print(f"cell {cell.name} failed:", file=sys.stderr)
                     traceback.print_exc()
-                yield CellOutcome(cell.name, None, describe(exc))
+                yield CellOutcome(cell.name, describe(exc))
             else:
-                yield CellOutcome(cell.name, summary, None)
+                yield CellOutcome(cell.name, None)
 
 
 class RayExecutor:
@@ -153,28 +151,39 @@ class RayExecutor:
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
                 cell = pending.pop(ref)
                 try:
-                    summary = ray.get(ref)
+                    ray.get(ref)
                 except ray.exceptions.RayTaskError as exc:
                     cause = exc.cause if isinstance(exc.cause, BaseException) else exc
                     if not _expected(cause):
                         print(f"cell {cell.name} failed:\n{exc}", file=sys.stderr)
-                    yield CellOutcome(cell.name, None, describe(cause))
+                    yield CellOutcome(cell.name, describe(cause))
                 except ray.exceptions.RayError as exc:  # the worker died (out of memory, node lost ...)
-                    yield CellOutcome(cell.name, None, describe(exc))
+                    yield CellOutcome(cell.name, describe(exc))
                 else:
-                    yield CellOutcome(cell.name, summary, None)
+                    yield CellOutcome(cell.name, None)
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
 
 
 class _ItemActor:
-    """One Ray actor of a `RayItemPool`: loads the model once, then turns items into rows."""
+    """One Ray actor of a `RayItemPool`: builds the item worker (loads the model) once, then
+    turns items into rows. A failed build is kept and raised by `ready`, so the driver gets the
+    original error (a ModelLoadError stays one) instead of Ray's "actor died"."""
 
     def __init__(self, opts: dict, factory: Callable | None):
         if factory is None:
             from harness.run import make_item_worker as factory
-        self._work = factory(opts)
+        self._work, self._error = None, None
+        try:
+            self._work = factory(opts)
+        except Exception as exc:  # noqa: BLE001 - re-raised by ready() in the driver
+            self._error = exc
+
+    def ready(self) -> bool:
+        if self._error is not None:
+            raise self._error
+        return True
 
     def run(self, item):
         return self._work(item)
@@ -187,8 +196,9 @@ class RayItemPool:
     deterministic per item (seeds derive from the item id), hence equal to a local run's.
 
     `factory` replaces `make_item_worker` (a module-level function: Ray pickles it by name).
-    Joins `address`, reuses this process's Ray session, or starts a local cluster; `close()`
-    (or leaving the `with` block) stops the actors and whatever it started."""
+    Joins `address`, reuses this process's Ray session, or starts a local cluster; returns once
+    every actor has built its worker (or raises the first build error); `close()` (or leaving
+    the `with` block) stops the actors and whatever it started."""
 
     def __init__(self, opts: dict, n_workers: int, address: str | None = None, num_cpus: float = 1,
                  num_gpus: float = 0, factory: Callable | None = None):
@@ -204,6 +214,11 @@ class RayItemPool:
             raise
         actor = ray.remote(_ItemActor).options(num_cpus=num_cpus, num_gpus=num_gpus)
         self._actors = [actor.remote(opts, factory) for _ in range(n_workers)]
+        try:
+            ray.get([a.ready.remote() for a in self._actors])  # every model loaded, or the first error
+        except ray.exceptions.RayTaskError as exc:
+            self.close()
+            raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
 
     def __enter__(self):
         return self
@@ -221,12 +236,14 @@ class RayItemPool:
             self._connected_here = False
 
     def imap(self, items: Iterable) -> Iterator:
-        """Rows of `items` in their order; each idle actor takes the next item, finished rows
-        wait in a buffer until every earlier one is out. A failing item raises its error."""
+        """Rows of `items` in their order; each idle actor takes the next item, and finished rows
+        wait in a buffer until every earlier one is out. A failing item raises its error once the
+        rows before it are out (as the local loop would have written them); no new item starts."""
         ray = self._ray
         queue = enumerate(items)
         pending: dict = {}  # object ref -> (index, actor)
-        done: dict[int, object] = {}
+        done: dict[int, tuple[bool, object]] = {}  # index -> (ok, row or error)
+        failed = False
         next_out = 0
 
         def feed(actor) -> None:
@@ -241,12 +258,17 @@ class RayItemPool:
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
                 index, actor = pending.pop(ref)
                 try:
-                    done[index] = ray.get(ref)
+                    done[index] = (True, ray.get(ref))
                 except ray.exceptions.RayTaskError as exc:
-                    raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
-                feed(actor)
+                    done[index] = (False, exc.cause if isinstance(exc.cause, Exception) else exc)
+                    failed = True
+                if not failed:
+                    feed(actor)
                 while next_out in done:
-                    yield done.pop(next_out)
+                    ok, result = done.pop(next_out)
+                    if not ok:
+                        raise result
+                    yield result
                     next_out += 1
         finally:
             for ref in pending:
