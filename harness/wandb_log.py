@@ -47,7 +47,7 @@ class WandbLogger:
             project=project, mode=self.mode, dir=str(out_dir), config={**config, "model_info": manifest["model"],
                                                                          "versions": manifest["versions"]},
             name=out_dir.name, id=_run_id(out_dir), resume="allow", reinit="finish_previous",
-            tags=[config["model"], config["method"], config["attack"]],
+            tags=[Path(config["model"]).name[:64], config["method"], config["attack"]],
         )
 
     def log_item(self, row: dict, trace: list[dict], summary: dict) -> None:

@@ -40,6 +40,15 @@ def density(selection: torch.Tensor, cfg: SparseConfig, kv_len: int, q_offset: i
     return float(kept) / causal_pairs
 
 
+def block_density(selection: torch.Tensor, cfg: SparseConfig, kv_len: int, q_offset: int = 0) -> torch.Tensor:
+    """Float [B, H, n_qblocks]: kept / causal key blocks of each query block (the block-level
+    density that k is compared with; -1 entries are padding, not kept blocks)."""
+    qb = torch.arange(selection.shape[2], device=selection.device)
+    last_query = torch.clamp(q_offset + (qb + 1) * cfg.block_q - 1, max=kv_len - 1)
+    causal = (last_query // cfg.block_k + 1).float()
+    return (selection >= 0).sum(-1).float() / causal
+
+
 def kept_key_mask(kept_blocks: torch.Tensor, block_k: int, kv_len: int) -> torch.Tensor:
     """Bool [B, H, kv_len]: the keys inside the kept blocks [B, H, width] (-1 = padding)."""
     kept = torch.zeros(*kept_blocks.shape[:2], -(-kv_len // block_k) + 1, dtype=torch.bool, device=kept_blocks.device)
