@@ -40,11 +40,13 @@ DEFAULTS = {
     "out": None,
     "wandb": "auto",
     "wandb_project": "flipbench",
+    "workers": 1,
+    "ray_address": None,
     **ADDED_OPTION_DEFAULTS,
 }
 
 # Options that do not change results, so a resumed run may differ in them.
-NOT_RESULT_KEYS = {"out", "wandb", "wandb_project", "config", "plugin"}
+NOT_RESULT_KEYS = {"out", "wandb", "wandb_project", "config", "plugin", "workers", "ray_address"}
 
 
 def _list_of(cast, what: str):
@@ -134,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default=S,
                    help="auto: online when WANDB_API_KEY is set, else offline")
     p.add_argument("--wandb-project", dest="wandb_project", default=S)
+    p.add_argument("--workers", type=int, default=S,
+                   help="Ray actors that score items in parallel, each loading the model once (default 1: no Ray; "
+                        "needs the ray extra); rows stay in item order and equal a local run's")
+    p.add_argument("--ray-address", dest="ray_address", default=S,
+                   help="join this Ray cluster for --workers (default: start a local one)")
     seen = set(DEFAULTS) | {"block_size"}
     for name in available_attacks():
         for f in dataclasses.fields(get_attack(name).config_cls):
@@ -183,15 +190,15 @@ def load_plugins(argv) -> None:
     argv = list(argv)
     for i, arg in enumerate(argv):
         if arg == "--plugin" and i + 1 < len(argv):
-            _import_plugin(argv[i + 1])
+            import_plugin(argv[i + 1])
         elif arg.startswith("--plugin="):
-            _import_plugin(arg.split("=", 1)[1])
+            import_plugin(arg.split("=", 1)[1])
 
 
 _LOADED_PLUGINS: set[str] = set()
 
 
-def _import_plugin(spec: str) -> None:
+def import_plugin(spec: str) -> None:
     import importlib
     import importlib.util
 
@@ -244,6 +251,7 @@ def validate(opts: dict) -> None:
     for name in ("k_attack", "block_q", "block_k", "n_adv", "batch_size"):
         positive(name)
     positive("steps")
+    positive("workers")
     positive("dense_layers", 0)
     positive("sink_blocks", 0)
     positive("local_blocks", 0)

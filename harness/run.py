@@ -226,14 +226,61 @@ def _items(opts: dict, tokenizer) -> list:
         raise UsageError(str(exc)) from None
 
 
+def _attack(opts: dict):
+    """The attack's spec and config, or a UsageError naming the bad option."""
+    spec = get_attack(opts["attack"])
+    try:
+        return spec, spec.make_config(**opts)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _target(opts: dict, model, tokenizer) -> Target:
+    """The scoring gateway of a run (one per process that scores items)."""
+    sparse_cfg = SparseConfig(method=opts["method"], k=opts["k_attack"], block_q=opts["block_q"],
+                              block_k=opts["block_k"], dense_layers=opts["dense_layers"], seed=opts["seed"],
+                              sink_blocks=opts["sink_blocks"], local_blocks=opts["local_blocks"],
+                              density=opts["density"])
+    return Target(model, tokenizer, sparse_cfg, batch_size=opts["batch_size"])
+
+
+def make_item_worker(opts: dict):
+    """item -> (row, trace) in a process of its own (a Ray actor of `--workers`): loads the model once."""
+    from harness.models import load_model
+    from harness.options import import_plugin
+
+    for plugin in opts.get("plugin") or []:  # the actor's process has not imported the user's plugins
+        import_plugin(plugin)
+    spec, attack_cfg = _attack(opts)
+    model, tokenizer = load_model(opts["model"])
+    target = _target(opts, model, tokenizer)
+
+    def work(item):
+        with tqdm(disable=True) as bar:
+            return run_item(target, spec, attack_cfg, item, opts, bar)
+
+    return work
+
+
+def _rows(todo: list, target: Target, spec, attack_cfg, opts: dict):
+    """(row, trace) per item, in item order: in this process, or on `--workers` Ray actors."""
+    if opts["workers"] == 1 and opts["ray_address"] is None:
+        for item in todo:
+            with tqdm(total=getattr(attack_cfg, "steps", None), desc=f"{item.id} {opts['attack']}", unit="step",
+                      leave=False) as bar:
+                yield run_item(target, spec, attack_cfg, item, opts, bar)
+        return
+    from harness.executors import RayItemPool
+
+    plugins = [str(Path(p).resolve()) if p.endswith(".py") else p for p in opts.get("plugin") or []]
+    with RayItemPool({**opts, "plugin": plugins}, opts["workers"], address=opts["ray_address"]) as pool:
+        yield from pool.imap(todo)
+
+
 def run(opts: dict) -> dict:
     from harness.models import load_model, model_fingerprint
 
-    spec = get_attack(opts["attack"])
-    try:
-        attack_cfg = spec.make_config(**opts)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    spec, attack_cfg = _attack(opts)
     items = None if needs_tokenizer(opts["suite"]) else _items(opts, None)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = Path(opts["out"] or f"runs/{stamp}-{opts['model'].replace('/', '_')}-{opts['attack']}")
@@ -244,11 +291,7 @@ def run(opts: dict) -> dict:
     model, tokenizer = load_model(opts["model"])
     if items is None:
         items = _items(opts, tokenizer)
-    sparse_cfg = SparseConfig(method=opts["method"], k=opts["k_attack"], block_q=opts["block_q"],
-                              block_k=opts["block_k"], dense_layers=opts["dense_layers"], seed=opts["seed"],
-                              sink_blocks=opts["sink_blocks"], local_blocks=opts["local_blocks"],
-                              density=opts["density"])
-    target = Target(model, tokenizer, sparse_cfg, batch_size=opts["batch_size"])
+    target = _target(opts, model, tokenizer)
     vocabulary = target.vocabulary_report()
     print(f"attack vocabulary: {vocabulary['pool']} ids (excluded: "
           + ", ".join(f"{n} {kind}" for kind, n in vocabulary["excluded"].items()) + ")", file=sys.stderr)
@@ -262,9 +305,7 @@ def run(opts: dict) -> dict:
     logger = WandbLogger(opts["wandb"], opts["wandb_project"], manifest, out)
     todo = [item for item in items if item.id not in done]
     summary = store.write_summary(rows, opts["k_attack"], opts["k_sweep"], opts["density_sweep"])
-    for item in tqdm(todo, desc="items", unit="item"):
-        with tqdm(total=getattr(attack_cfg, "steps", None), desc=f"{item.id} {opts['attack']}", unit="step", leave=False) as bar:
-            row, trace = run_item(target, spec, attack_cfg, item, opts, bar)
+    for row, trace in tqdm(_rows(todo, target, spec, attack_cfg, opts), total=len(todo), desc="items", unit="item"):
         store.append(row)
         rows.append(row)
         summary = store.write_summary(rows, opts["k_attack"], opts["k_sweep"], opts["density_sweep"])

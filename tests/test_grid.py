@@ -308,6 +308,21 @@ def test_item_pool_raises_a_worker_build_error_when_created(ray_session):
         executors.RayItemPool({"fail_build": "model-x"}, 2, factory=grid_fake_worker.make_item_worker)
 
 
+def test_run_with_ray_workers_writes_the_local_rows_in_item_order(ray_session, local_grid, model_dir, suite,
+                                                                   tmp_path):
+    from harness import run as harness_run
+
+    out = tmp_path / "workers"
+    argv = ["--model", str(model_dir), "--method", "stream", "--attack", "random", "--k-attack", "1",
+            "--suite", str(suite), "--steps", "6", "--k-sweep", "1,2", "--block-size", "4", "--dense-layers", "1",
+            "--context-tokens", "24", "--batch-size", "4", "--wandb", "disabled", "--out", str(out),
+            "--workers", "2"]
+    assert harness_run.main(argv) == 0
+    assert rows_of(out) == rows_of(local_grid[1] / "method=stream") and len(rows_of(out)) == 3
+    assert harness_run.main(argv[:-1] + ["two"]) == 2
+    assert harness_run.main(argv[:-1] + ["0"]) == 2
+
+
 def test_impossible_resources_are_refused():
     executors.check_resources({"CPU": 2.0}, 1, 0, count=2)
     with pytest.raises(UsageError, match="num_gpus=1, but the Ray cluster has 2 CPUs and 0 GPUs"):

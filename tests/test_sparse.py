@@ -10,6 +10,7 @@ import pytest
 import torch
 from tiny_models import greedy, tiny_model
 
+import sparse.attention as attention_module
 from sparse.registry import fixed_k
 from sparse import (
     SparseConfig,
@@ -138,8 +139,20 @@ def dense_reference(q, k, v, selection, bq, bk, q_offset, scaling):
     return torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ v
 
 
-@pytest.mark.parametrize("geometry", [(40, 0, 8, 8, 3), (45, 0, 4, 8, 4), (48, 16, 8, 8, 2), (37, 0, 8, 4, 3)])
-def test_block_sparse_attention_matches_masked_softmax_values_and_gradients(geometry):
+def force_path(monkeypatch, path):
+    """Both implementations of block_sparse_attention: "masked" (SDPA per KV head, chosen
+    for short sequences) and "gathered" (long sequences; forced by a zero size budget,
+    which also makes it run one query block per chunk)."""
+    if path == "gathered":
+        monkeypatch.setattr(attention_module, "CHUNK_ELEMENTS", 0)
+
+
+@pytest.mark.parametrize("path", ["masked", "gathered"])
+@pytest.mark.parametrize(
+    "geometry", [(40, 0, 8, 8, 3), (45, 0, 4, 8, 4), (48, 16, 8, 8, 2), (37, 0, 8, 4, 3), (50, 13, 8, 8, 3)]
+)
+def test_block_sparse_attention_matches_masked_softmax_values_and_gradients(geometry, path, monkeypatch):
+    force_path(monkeypatch, path)
     kv_len, q_offset, bq, bk, k = geometry
     q, key, v = qkv(2, 4, 2, kv_len - q_offset, kv_len, seed=3)
     cfg = SparseConfig(method="random", k=k, block_q=bq, block_k=bk, seed=5)
@@ -154,6 +167,28 @@ def test_block_sparse_attention_matches_masked_softmax_values_and_gradients(geom
     (ref * weights).sum().backward()
     for got, want in zip(tensors, refs):
         assert torch.allclose(got.grad, want.grad, atol=1e-5)
+
+
+def test_masked_and_gathered_paths_agree_with_left_padding_and_empty_rows(monkeypatch):
+    q, key, v = qkv(3, 6, 2, 27, 59, dim=16, seed=11)
+    padding = torch.ones(3, 59, dtype=torch.bool)
+    padding[1, :40] = False  # the first query rows of item 1 see no real key: output 0, no NaN
+    padding[2, :5] = False
+    cfg = SparseConfig(method="stream", k=2, block_q=8, block_k=8)
+    sel = select_blocks(q, key, cfg, q_offset=32, key_padding_mask=padding)
+    results = []
+    for path in ("masked", "gathered"):
+        monkeypatch.undo()
+        force_path(monkeypatch, path)
+        tensors = [t.clone().requires_grad_(True) for t in (q, key, v)]
+        out = block_sparse_attention(*tensors, sel, cfg, q_offset=32, key_padding_mask=padding)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), [t.grad for t in tensors]))
+    (masked, masked_grads), (gathered, gathered_grads) = results
+    assert torch.isfinite(masked).all() and masked[1, :, :8].abs().max() == 0
+    assert torch.allclose(masked, gathered, atol=1e-5)
+    for a, b in zip(masked_grads, gathered_grads):
+        assert torch.isfinite(a).all() and torch.allclose(a, b, atol=1e-5)
 
 
 def test_flex_kernel_matches_gather_kernel_with_gqa_offset_and_padding():
