@@ -135,6 +135,7 @@ class SelectionContext:
             kvalid = kvalid & padded.view(self.batch, lay.n_kblocks, lay.block_k)
         self.kvalid = kvalid  # [B, nkb, bk]
         self.diag = lay.diagonal(self.device)  # [nqb]
+        self._table = None  # see _score_table
 
     @property
     def width(self) -> int:
@@ -160,6 +161,10 @@ class SelectionContext:
         B, Hq, C, M = cand.shape
         nkb = self.layout.n_kblocks
         safe = cand.clamp(0, nkb - 1)
+        table = self._score_table()
+        if table is not None:  # short sequences: index the exact table instead of gathering keys
+            scores = table[:, :, rows].gather(-1, safe)
+            return scores.masked_fill((cand < 0) | (cand >= nkb), float("-inf"))
         kv_head = torch.arange(Hq, device=self.device) // self.group
         flat = (torch.arange(B, device=self.device)[:, None] * self.kv_heads + kv_head[None, :]) * nkb
         idx = flat[:, :, None, None] + safe  # [B, Hq, C, M]
@@ -173,6 +178,18 @@ class SelectionContext:
         ok = ok & kval[..., None, :] & ((cand >= 0) & (cand < nkb))[..., None, None]
         scores = scores.masked_fill(~ok, float("-inf"))
         return scores.amax(dim=(-1, -2))
+
+    def _score_table(self) -> torch.Tensor | None:
+        """Every (query block, key block) score, computed once per context when its dense
+        score tensor fits one chunk (K shared by each KV head's query group: no gather);
+        None for longer sequences, which score candidates by gathering their blocks."""
+        lay = self.layout
+        dense = self.batch * self.q_heads * lay.n_qblocks * lay.block_q * lay.n_kblocks * lay.block_k
+        if dense > CHUNK_ELEMENTS:
+            return None
+        if self._table is None:
+            self._table = self.dense_block_scores(slice(0, lay.n_qblocks))
+        return self._table
 
     def dense_block_scores(self, rows: slice) -> torch.Tensor:
         """Exact block scores [B, Hq, C, n_kblocks] for query blocks `rows` (O(T) per block)."""

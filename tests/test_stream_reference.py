@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import sparse.layout as layout_module
 from sparse import SelectionContext, SparseConfig, select_blocks, validate_selection
 
 NEG = float("-inf")
@@ -69,10 +70,19 @@ def reference_stream(query, key, cfg, q_offset=0, padding=None):
     return out
 
 
+@pytest.fixture(params=["table", "gathered"])
+def scoring(request, monkeypatch):
+    """Both ways SelectionContext.block_scores scores candidates: from the dense score table
+    (short sequences) and by gathering key blocks (forced by a zero size budget)."""
+    if request.param == "gathered":
+        monkeypatch.setattr(layout_module, "CHUNK_ELEMENTS", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 7])
 @pytest.mark.parametrize("heads", [(4, 2), (2, 2)])
 @pytest.mark.parametrize("sink,local", [(0, 0), (1, 0), (1, 2)])
-def test_stream_equals_the_plain_loop_reference(k, heads, sink, local):
+def test_stream_equals_the_plain_loop_reference(k, heads, sink, local, scoring):
     g = torch.Generator().manual_seed(k * 10 + heads[1] + sink * 3 + local)
     Hq, Hkv = heads
     T, q_offset = 61, 21
@@ -86,7 +96,7 @@ def test_stream_equals_the_plain_loop_reference(k, heads, sink, local):
     validate_selection(got, cfg, T, q_offset)
 
 
-def test_block_scores_equal_dense_block_scores_at_the_same_candidates():
+def test_block_scores_equal_dense_block_scores_at_the_same_candidates(scoring):
     g = torch.Generator().manual_seed(0)
     T, q_offset = 45, 13
     query, key = torch.randn(2, 4, T - q_offset, 8, generator=g), torch.randn(2, 2, T, 8, generator=g)
