@@ -3,13 +3,14 @@
 `block_sparse_attention` restricts every query to the key blocks its head's
 selection keeps (causal at token level, so the diagonal block is triangular), with
 plain PyTorch ops: differentiable on CPU (GCG takes gradients through it) and
-GQA-aware. Two exact implementations, chosen by size:
-- short sequences (the candidates GCG and random search score): one SDPA call per
-  batch with K and V shared by each KV head's query group and a token mask built
-  from the selection; no per-query-head copy of the keys (4x faster than gathering
-  in the backward at GCG's shapes, see docs/performance.md);
-- long sequences: gather, per query block, the kept key/value blocks and softmax
-  over them, in chunks of query blocks: memory O(T k b_k), never a T x T tensor.
+GQA-aware. Two exact implementations:
+- with gradients on short sequences (GCG's gradient pass): one SDPA call with K and V
+  shared by each KV head's query group and a token mask built from the selection; no
+  per-query-head copy of the keys, and its backward is 1.3-1.5x faster than the
+  gather's at GCG's shapes (docs/performance.md);
+- otherwise (inference, where gathering measured faster, and long sequences): gather,
+  per query block, the kept key/value blocks and softmax over them, in chunks of
+  query blocks: memory O(T k b_k), never a T x T tensor.
 Rows with no visible key (padding) output zeros instead of NaN so a padded batch
 never poisons real tokens.
 """
@@ -54,7 +55,8 @@ def block_sparse_attention(
             f"{(B, Hq, lay.n_qblocks)}"
         )
     scaling = D**-0.5 if scaling is None else scaling
-    if B * Hq * Tq * key.shape[2] <= CHUNK_ELEMENTS:
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+    if needs_grad and B * Hq * Tq * key.shape[2] <= CHUNK_ELEMENTS:
         return _masked_attention(query, key, value, selection, lay, key_padding_mask, scaling)
     return _gathered_attention(query, key, value, selection, lay, key_padding_mask, scaling)
 

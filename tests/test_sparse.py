@@ -141,8 +141,8 @@ def dense_reference(q, k, v, selection, bq, bk, q_offset, scaling):
 
 def force_path(monkeypatch, path):
     """Both implementations of block_sparse_attention: "masked" (SDPA per KV head, chosen
-    for short sequences) and "gathered" (long sequences; forced by a zero size budget,
-    which also makes it run one query block per chunk)."""
+    for short sequences that need gradients, as these tests' inputs do) and "gathered"
+    (forced by a zero size budget, which also makes it run one query block per chunk)."""
     if path == "gathered":
         monkeypatch.setattr(attention_module, "CHUNK_ELEMENTS", 0)
 
