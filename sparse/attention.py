@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from .config import SparseConfig
-from .layout import CHUNK_ELEMENTS, make_layout, to_blocks
+from .layout import CHUNK_ELEMENTS, checked_layout, to_blocks
 
 
 def _safe_softmax_weighted(scores: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -47,13 +47,8 @@ def block_sparse_attention(
     `selection` is what `select_blocks` returns for the same query/key/cfg/q_offset.
     `key_padding_mask` [B, Tk] is True on real tokens. `scaling` defaults to D^-0.5.
     """
-    lay = make_layout(query, key, cfg, q_offset)
+    lay = checked_layout(query, key, selection, cfg, q_offset)
     B, Hq, Tq, D = query.shape
-    if selection.shape[:3] != (B, Hq, lay.n_qblocks):
-        raise ValueError(
-            f"selection shape {tuple(selection.shape)} does not match (batch, heads, query blocks) = "
-            f"{(B, Hq, lay.n_qblocks)}"
-        )
     scaling = D**-0.5 if scaling is None else scaling
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
     if needs_grad and B * Hq * Tq * key.shape[2] <= CHUNK_ELEMENTS:

@@ -10,6 +10,7 @@ The previous implementation is restored on exit, exceptions included.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,9 +23,13 @@ from .config import SparseConfig
 from .flex import flex_block_sparse_attention
 from .registry import get_sparse_method
 from .selection import select_blocks
+from .triton_kernel import INSTALL_HINT as TRITON_INSTALL_HINT
+from .triton_kernel import triton_block_sparse_attention
 
 _names = itertools.count()
-KERNELS = ("gather", "flex")
+KERNELS = ("gather", "flex", "triton")
+# Inference kernels; forwards that need gradients always run the gather kernel.
+_INFERENCE_KERNELS = {"flex": flex_block_sparse_attention, "triton": triton_block_sparse_attention}
 
 
 class UnsupportedModelError(TypeError):
@@ -40,8 +45,10 @@ class SparseController:
     ({layer_idx: LongTensor}). Set `observe` to a callable to see every sparse layer's
     inputs: `observe(layer, query, key, selection, key_padding_mask, scaling)` (flip
     attribution reads the answer position's attention from it). `kernel="flex"` runs
-    forwards without gradients through FlexAttention (long sequences); forwards that
-    need gradients always use the differentiable gather kernel.
+    forwards without gradients through FlexAttention (long sequences on CPU),
+    `kernel="triton"` through the Triton kernel (GPUs; on CPU only under
+    TRITON_INTERPRET=1, for tests); forwards that need gradients always use the
+    differentiable gather kernel.
     """
 
     cfg: SparseConfig
@@ -67,8 +74,8 @@ class SparseController:
             if self.observe is not None:
                 self.observe(layer, query, key, sel, padding, scaling)
             attend = block_sparse_attention
-            if self.kernel == "flex" and not torch.is_grad_enabled():
-                attend = flex_block_sparse_attention
+            if self.kernel in _INFERENCE_KERNELS and not torch.is_grad_enabled():
+                attend = _INFERENCE_KERNELS[self.kernel]
             out = attend(query, key, value, sel, self.cfg, q_offset, padding, scaling)
         return out.transpose(1, 2).contiguous(), None
 
@@ -97,15 +104,27 @@ def _check_model(model) -> None:
         )
 
 
+def default_kernel(model) -> str:
+    """"triton" for a model on a GPU when Triton is installed (the fastest inference kernel
+    there), else "gather"."""
+    on_gpu = any(p.is_cuda for p in itertools.islice(model.parameters(), 1))
+    return "triton" if on_gpu and importlib.util.find_spec("triton") is not None else "gather"
+
+
 @contextmanager
-def sparse_attention(model, cfg: SparseConfig, kernel: str = "gather"):
+def sparse_attention(model, cfg: SparseConfig, kernel: str | None = None):
     """Run `model` with sparse attention inside the block; yields a `SparseController`.
 
-    `kernel`: "gather" (differentiable, any shape) or "flex" (FlexAttention for
-    inference on long sequences; needs cached prefixes cut at block_q multiples).
+    `kernel`: "gather" (differentiable, any shape), "flex" (FlexAttention for
+    inference on long sequences; needs cached prefixes cut at block_q multiples) or
+    "triton" (the Triton kernel for inference, GPUs; needs the triton extra). Default:
+    `default_kernel(model)`, i.e. "triton" on a GPU with Triton installed, else "gather".
     """
+    kernel = default_kernel(model) if kernel is None else kernel
     if kernel not in KERNELS:
         raise ValueError(f"unknown attention kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+    if kernel == "triton" and importlib.util.find_spec("triton") is None:
+        raise ImportError(TRITON_INSTALL_HINT)
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 

@@ -94,6 +94,18 @@ def make_layout(query: torch.Tensor, key: torch.Tensor, cfg: SparseConfig, q_off
     return BlockLayout(kv_len=kv_len, q_offset=q_offset, block_q=cfg.block_q, block_k=cfg.block_k)
 
 
+def checked_layout(query: torch.Tensor, key: torch.Tensor, selection: torch.Tensor, cfg: SparseConfig,
+                   q_offset: int = 0) -> BlockLayout:
+    """The layout of an attention call, after checking that `selection` covers its
+    (batch, query heads, query blocks); every attention kernel starts here."""
+    lay = make_layout(query, key, cfg, q_offset)
+    expected = (query.shape[0], query.shape[1], lay.n_qblocks)
+    if tuple(selection.shape[:3]) != expected:
+        raise ValueError(f"selection shape {tuple(selection.shape)} does not match (batch, heads, query blocks) = "
+                         f"{expected}")
+    return lay
+
+
 def to_blocks(x: torch.Tensor, block: int, n_blocks: int, pad_front: int = 0) -> torch.Tensor:
     """[B, H, T, D] -> [B, H, n_blocks, block, D], zero padded at the front and the end."""
     pad_back = n_blocks * block - pad_front - x.shape[2]
