@@ -11,7 +11,9 @@ Triton is optional (`pip install flipbench[triton]` or `pip install triton`). On
 GPU this is the fastest inference kernel; on a CPU Triton runs only in its
 interpreter (`TRITON_INTERPRET=1`, set before the first call), which is for testing,
 not speed. No backward: forwards that need gradients use the gather kernel
-(`sparse.hf` switches automatically).
+(`sparse.hf` switches automatically). Scores and the softmax accumulate in fp32; for fp16
+and bf16 inputs the probabilities are rounded to V's dtype before the P @ V product
+(tl.dot takes operands of one dtype).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from .config import SparseConfig
 from .layout import checked_layout
 
 INSTALL_HINT = "kernel='triton' needs Triton: pip install flipbench[triton] (or pip install triton)"
+
+
 @functools.lru_cache(maxsize=1)
 def _kernel():
     """The jitted kernel, defined at first use so that TRITON_INTERPRET set by then applies."""
@@ -48,7 +52,7 @@ def _kernel():
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     ):
         c = tl.program_id(0)
-        bh = tl.program_id(1)
+        bh = tl.program_id(1).to(tl.int64)  # b * stride may pass 2**31 elements in a large batch
         b = bh // n_heads
         h = bh % n_heads
         kvh = h // group
@@ -85,7 +89,7 @@ def _kernel():
                 p = tl.where(visible, tl.exp(s - m_new[:, None]), 0.0)
                 alpha = tl.exp(m_i - m_new)
                 l_i = l_i * alpha + tl.sum(p, axis=1)
-                acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
                 m_i = m_new
         out = tl.where(l_i[:, None] > 0, acc / tl.maximum(l_i, 1e-30)[:, None], 0.0)
         tl.store(OUT + b * so_b + h * so_h + t[:, None] * so_t + dims[None, :] * so_d, out,
