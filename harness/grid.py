@@ -36,10 +36,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from tqdm.auto import tqdm
 
 from .errors import UsageError
+from .yaml_file import read_mapping
 
 # Plural axis names (what the grid sweeps) and the harness.run option each one sets.
 AXES = {"models": "model", "methods": "method", "attacks": "attack", "k_attack": "k_attack", "suites": "suite"}
@@ -94,14 +94,10 @@ def _options() -> dict[str, _Option]:
 
 
 def load_grid(path: str | Path) -> dict:
-    try:
-        spec = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise UsageError(f"cannot read grid file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"grid file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(spec, dict) or not spec:
-        raise UsageError(f"grid file {path} must be a mapping of axis or option: value(s)")
+    shape = "a mapping of axis or option: value(s)"
+    spec = read_mapping(path, "grid file", shape)
+    if not spec:
+        raise UsageError(f"grid file {path} must be {shape}")
     return spec
 
 

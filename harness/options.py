@@ -11,12 +11,11 @@ import dataclasses
 import sys
 from pathlib import Path
 
-import yaml
-
 from attacks import available_attacks, get_attack
 
 from .errors import UsageError
 from .results import ADDED_OPTION_DEFAULTS
+from .yaml_file import read_mapping
 
 
 DEFAULTS = {
@@ -161,16 +160,7 @@ def attack_option_names() -> set[str]:
 
 
 def load_yaml(path: str) -> dict:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UsageError(f"config file {path} must hold a mapping of option: value")
+    data = read_mapping(path, "config file", "a mapping of option: value")
     known = set(DEFAULTS) | {"block_size"} | attack_option_names()
     out = {}
     for key, value in data.items():
