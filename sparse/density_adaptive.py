@@ -57,3 +57,27 @@ def stream_density_select(ctx: SelectionContext) -> torch.Tensor:
             out.append(stream_rows(ctx, slice(lo, min(lo + step, end)), ks[start], width))
         start = end
     return torch.cat(out, dim=2)
+
+
+def total_kept(cfg, method: str, n_qblocks: int) -> int:
+    """Key blocks kept over a sequence of `n_qblocks` query blocks (block_q == block_k,
+    no cached prefix): the per-layer, per-head compute of a method at this length."""
+    from .registry import get_sparse_method
+
+    rule = get_sparse_method(method).kept
+    return sum(int(rule(cfg, i + 1)) for i in range(n_qblocks))
+
+
+def matched_density(cfg, n_qblocks: int, k_min: int = 2, tol: float = 1e-4) -> float:
+    """The smallest rho at which `stream-density` (floor `k_min`) keeps at least as many
+    blocks in all as fixed-k STREAM at `cfg.k` over `n_qblocks` query blocks: the
+    equal-compute comparison of a position-adaptive k against a constant one."""
+    target = total_kept(cfg, "stream", n_qblocks)
+    lo, hi = 0.0, 1.0
+    while hi - lo > tol:
+        mid = (lo + hi) / 2
+        if total_kept(cfg.replace(k=k_min, density=mid), "stream-density", n_qblocks) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi

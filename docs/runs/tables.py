@@ -3,6 +3,9 @@
     .venv/bin/python docs/runs/tables.py needle RUN_DIR          # per depth and k: accuracy, natural flips, attribution
     .venv/bin/python docs/runs/tables.py sink RUN_A RUN_B        # the same items without / with a reserved sink
     .venv/bin/python docs/runs/tables.py outcomes RUN_DIR [MARGIN...]   # strict flips, breakdowns, verified, per k
+    .venv/bin/python docs/runs/tables.py grid OUT_DIR FIXED_RUN ADAPTIVE_RUN [FIXED_RUN ADAPTIVE_RUN ...]
+        # depth x length: natural strict flips / breakdowns of fixed-k STREAM against
+        # stream-density, one pair of runs per context length; heatmaps to OUT_DIR
 
 Every number is recomputed from results.jsonl (harness.results.read_rows, the one
 reader); intervals are Wilson 95% (harness.stats.wilson). Outcome classes at another
@@ -49,6 +52,14 @@ def needle(run: str) -> None:
         print(f"| {'all' if d is None else d} | {ci(len(ok), len(sub))} | " + " | ".join(cells) + " |")
     attacked = [r for r in rows if r.attacked and r.scores is not None and r.adv_ids]
     if attacked:
+        print()
+        print("| depth | attacked items | " + " | ".join(f"k={k} attacked strict / breakdown" for k in ks) + " |")
+        print("|---:|---:|" + "---|" * len(ks))
+        for d in depths + [None]:
+            sub = [r for r in attacked if d is None or r.needle["depth"] == d]
+            cells = [f"{ci(sum(r.outcomes[str(k)]['strict'] for r in sub), len(sub))} / "
+                     f"{ci(sum(r.outcomes[str(k)]['breakdown'] for r in sub), len(sub))}" for k in ks]
+            print(f"| {'all' if d is None else d} | {len(sub)} | " + " | ".join(cells) + " |")
         print()
         print("| k | attacked: flip | strict | breakdown | verified / unverifiable (k_attack only) |")
         print("|---:|---|---|---|---|")
@@ -138,6 +149,90 @@ def outcomes(run: str, margins: list[float]) -> None:
           f"{sum(r.verified_status == 'unverifiable' for r in succ)}; monotone {sum(bool(r.monotone) for r in succ)}.")
 
 
+def _kept_ratio(fixed, adaptive) -> float:
+    """Mean over items of total kept blocks (adaptive / fixed) over the prompt's query blocks."""
+    from sparse import SparseConfig
+    from sparse.density_adaptive import total_kept
+
+    cf, ca = (json.loads((Path(r) / "manifest.json").read_text())["config"] for r in (fixed, adaptive))
+    fixed_cfg = SparseConfig(method=cf["method"], k=cf["k_attack"], block_q=cf["block_q"], block_k=cf["block_k"])
+    adaptive_cfg = SparseConfig(method=ca["method"], k=ca["k_attack"], block_q=ca["block_q"], block_k=ca["block_k"],
+                                density=ca["density"])
+    ratios = [total_kept(adaptive_cfg, ca["method"], r.answer_blocks) / total_kept(fixed_cfg, cf["method"], r.answer_blocks)
+              for r in rows_of(fixed)]
+    return sum(ratios) / len(ratios)
+
+
+def grid(out: str, runs: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = list(zip(runs[0::2], runs[1::2]))
+    cells = {}  # (method label, length, depth) -> (strict, breakdown, n)
+    labels = []
+    lengths = []
+    print("| context tokens | method | full attention correct | "
+          "strict flips | breakdowns | density at the answer | total kept blocks (adaptive / fixed) |")
+    print("|---:|---|---|---|---|---:|---:|")
+    for fixed, adaptive in pairs:
+        length = json.loads((Path(fixed) / "manifest.json").read_text())["config"]["context_tokens"]
+        lengths.append(length)
+        ratio = _kept_ratio(fixed, adaptive)
+        for run in (fixed, adaptive):
+            cfg = json.loads((Path(run) / "manifest.json").read_text())["config"]
+            k = str(cfg["k_attack"])
+            label = cfg["method"] + (f" k={k}" if cfg.get("density") is None else f" rho~matched, k_min={k}")
+            if label not in labels:
+                labels.append(label)
+            rows = rows_of(run)
+            ok = [r for r in rows if r.attacked]
+            for d in sorted({r.needle["depth"] for r in rows}):
+                sub = [r for r in ok if r.needle["depth"] == d]
+                cells[label, length, d] = (sum(r.natural_outcomes[k]["strict"] for r in sub),
+                                           sum(r.natural_outcomes[k]["breakdown"] for r in sub), len(sub))
+            dens = sum(r.density[k] for r in ok) / len(ok)
+            print(f"| {length} | {cfg['method']}" + (f" rho={cfg['density']}" if cfg.get("density") else f" k={k}") +
+                  f" | {ci(len(ok), len(rows))} | {ci(sum(r.natural_outcomes[k]['strict'] for r in ok), len(ok))} | "
+                  f"{ci(sum(r.natural_outcomes[k]['breakdown'] for r in ok), len(ok))} | {dens:.3f} | "
+                  f"{ratio if run == adaptive else 1.0:.3f} |")
+    depths = sorted({d for (_, _, d) in cells})
+    print()
+    print("Per cell (natural strict flips / breakdowns over the items full attention answers):")
+    print()
+    print("| method | context tokens | " + " | ".join(f"depth {d}" for d in depths) + " |")
+    print("|---|---:|" + "---|" * len(depths))
+    for label in labels:
+        for length in lengths:
+            row = [cells.get((label, length, d)) for d in depths]
+            print(f"| {label} | {length} | " + " | ".join("-" if c is None else f"{c[0]}/{c[2]} / {c[1]}/{c[2]}"
+                                                           for c in row) + " |")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for kind, index in (("strict", 0), ("breakdown", 1)):
+        fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.2), squeeze=False)
+        for ax, label in zip(axes[0], labels):
+            grid_values = [[(c[index] / c[2] if (c := cells.get((label, length, d))) and c[2] else float("nan"))
+                            for d in depths] for length in lengths]
+            image = ax.imshow(grid_values, vmin=0, vmax=1, cmap="magma_r", aspect="auto", origin="lower")
+            for i, length in enumerate(lengths):
+                for j, d in enumerate(depths):
+                    c = cells.get((label, length, d))
+                    if c:
+                        ax.text(j, i, f"{c[index]}/{c[2]}", ha="center", va="center", fontsize=8, color="tab:blue")
+            ax.set_xticks(range(len(depths)), [str(d) for d in depths])
+            ax.set_yticks(range(len(lengths)), [str(n) for n in lengths])
+            ax.set_xlabel("needle depth")
+            ax.set_ylabel("context tokens")
+            ax.set_title(label, fontsize=9)
+        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=f"natural {kind} rate")
+        fig.suptitle(f"qwen2.5-1.5b needle: natural {kind} rate", fontsize=10)
+        fig.savefig(Path(out) / f"grid-{kind}.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    print()
+    print(f"heatmaps: {Path(out) / 'grid-strict.png'}, {Path(out) / 'grid-breakdown.png'}")
+
+
 if __name__ == "__main__":
     kind, *args = sys.argv[1:]
     if kind == "needle":
@@ -146,5 +241,7 @@ if __name__ == "__main__":
         sink(args[0], args[1])
     elif kind == "outcomes":
         outcomes(args[0], [float(m) for m in args[1:]] or [0.0])
+    elif kind == "grid":
+        grid(args[0], args[1:])
     else:
-        sys.exit(f"unknown table {kind!r}: needle, sink or outcomes")
+        sys.exit(f"unknown table {kind!r}: needle, sink, outcomes or grid")
