@@ -210,7 +210,8 @@ def grid(out: str, runs: list[str]) -> None:
                                                            for c in row) + " |")
     Path(out).mkdir(parents=True, exist_ok=True)
     for kind, index in (("strict", 0), ("breakdown", 1)):
-        fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.2), squeeze=False)
+        fig, axes = plt.subplots(1, len(labels), figsize=(5.0 * len(labels), 3.4), squeeze=False)
+        fig.subplots_adjust(wspace=0.35)
         for ax, label in zip(axes[0], labels):
             grid_values = [[(c[index] / c[2] if (c := cells.get((label, length, d))) and c[2] else float("nan"))
                             for d in depths] for length in lengths]
@@ -219,7 +220,8 @@ def grid(out: str, runs: list[str]) -> None:
                 for j, d in enumerate(depths):
                     c = cells.get((label, length, d))
                     if c:
-                        ax.text(j, i, f"{c[index]}/{c[2]}", ha="center", va="center", fontsize=8, color="tab:blue")
+                        ax.text(j, i, f"{c[index]}/{c[2]}", ha="center", va="center", fontsize=8,
+                                bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0})
             ax.set_xticks(range(len(depths)), [str(d) for d in depths])
             ax.set_yticks(range(len(lengths)), [str(n) for n in lengths])
             ax.set_xlabel("needle depth")
