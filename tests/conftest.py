@@ -1,6 +1,13 @@
 """Shared fixtures. Loading a real model is slow, so integration tests share one load per session."""
 
+import os
+
 import pytest
+
+# The Triton tests run the kernel on CPU tensors, i.e. in Triton's interpreter. Triton reads
+# TRITON_INTERPRET when it is first imported, and torch (FlexAttention's compile) may import
+# it long before tests/test_triton_kernel.py does: set it before any test module loads.
+os.environ["TRITON_INTERPRET"] = "1"
 
 
 @pytest.fixture(scope="session")

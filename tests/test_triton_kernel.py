@@ -9,7 +9,6 @@ import sys
 import pytest
 import torch
 
-os.environ["TRITON_INTERPRET"] = "1"  # before the kernel is first built: CPU tensors run in the interpreter
 pytest.importorskip("triton")
 
 from tiny_models import tiny_model  # noqa: E402
