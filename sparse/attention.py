@@ -10,7 +10,9 @@ GQA-aware. Two exact implementations:
   gather's at GCG's shapes (docs/performance.md);
 - otherwise (inference, where gathering measured faster, and long sequences): gather,
   per query block, the kept key/value blocks and softmax over them, in chunks of
-  query blocks: memory O(T k b_k), never a T x T tensor.
+  query blocks: memory O(T k b_k), never a T x T tensor. The blocks are gathered per
+  query head, or once per KV head when its query group keeps (almost) the same blocks
+  (`_gathered_attention`).
 Rows with no visible key (padding) output zeros instead of NaN so a padded batch
 never poisons real tokens.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from .config import SparseConfig
-from .layout import CHUNK_ELEMENTS, checked_layout, to_blocks
+from .layout import CHUNK_ELEMENTS, checked_layout, sort_selection, to_blocks
 
 
 def _safe_softmax_weighted(scores: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -81,23 +83,76 @@ def _masked_attention(query, key, value, selection, lay, key_padding_mask, scali
     return out.masked_fill(~seen, 0.0)
 
 
+# `_gathered_attention` gathers per KV head when a query group's union is at most this many
+# times the selection width and the selection holds at least this many blocks (fewer: the
+# union's set-up costs more than it saves).
+UNION_MAX_RATIO = 1.1
+UNION_MIN_BLOCKS = 512
+
+
 def _gathered_attention(query, key, value, selection, lay, key_padding_mask, scaling) -> torch.Tensor:
-    """Gather each query block's kept key/value blocks and softmax over them, in chunks."""
+    """Gather the kept key/value blocks and softmax over them, in chunks: per KV head when its
+    query group keeps (almost) the same blocks, else per query head.
+
+    Per (batch, KV head, query block), gathering per query head copies G*W blocks and scores
+    each query against its head's W; gathering the union of the group's blocks (U) copies U
+    blocks once but scores every query of the group against all U, so it pays only when U is
+    close to W, as with full, window and drop-one selections. Measured (benchmarks/sparse_layer.py,
+    one thread): at U/W = 1 it is faster from batch 4 at GCG's SmolLM2 shapes and 1.9-3.5x faster
+    at Qwen2.5's on 2k-4k tokens; at U/W = 1.25 (a real SmolLM2 STREAM layer) it was slower at
+    batch 1 and 64. STREAM's per-head selections measured U/W = 1.25-3.3 on SmolLM2 and
+    Qwen2.5-1.5B, so they gather per query head.
+    """
+    unions = _shared_unions(selection, key.shape[1])
+    if unions is not None:
+        return _gather_per_kv_head(query, key, value, *unions, lay, key_padding_mask, scaling)
+    return _gather_per_query_head(query, key, value, selection, lay, key_padding_mask, scaling)
+
+
+def _shared_unions(selection: torch.Tensor, kv_heads: int):
+    """`_group_unions` when the rule of `_gathered_attention` picks the per-KV-head gather, else None."""
+    if selection.shape[1] == kv_heads or selection.numel() < UNION_MIN_BLOCKS:
+        return None
+    unions = _group_unions(selection, kv_heads)
+    return unions if unions[2].float().mean() <= UNION_MAX_RATIO * selection.shape[-1] else None
+
+
+def _key_blocks(key, value, lay, key_padding_mask):
+    """Key and value blocks flat over (batch, KV head, block), and which key slots are real [B, nkb, bk]."""
+    B, Hkv, _, D = key.shape
+    nkb, bk = lay.n_kblocks, lay.block_k
+    kflat = to_blocks(key, bk, nkb).reshape(B * Hkv * nkb, bk, D)
+    vflat = to_blocks(value, bk, nkb).reshape(B * Hkv * nkb, bk, value.shape[-1])
+    valid = torch.arange(nkb * bk, device=key.device) < lay.kv_len
+    if key_padding_mask is not None:
+        valid = valid[None, :] & torch.nn.functional.pad(key_padding_mask.bool(), (0, nkb * bk - lay.kv_len))
+    else:
+        valid = valid[None, :].expand(B, -1)
+    return kflat, vflat, valid.view(B, nkb, bk)
+
+
+def _group_unions(selection, kv_heads):
+    """Per (batch, KV head, query block) row: the group's selections [rows, G, W], the union of
+    their blocks [rows, G*W] (ascending, -1 padded) and its width [rows]."""
+    B, Hq, nqb, width = selection.shape
+    group = Hq // kv_heads
+    per_head = selection.view(B, kv_heads, group, nqb, width).transpose(2, 3).reshape(-1, group, width)
+    union = sort_selection(per_head.reshape(-1, group * width))
+    repeat = torch.zeros_like(union, dtype=torch.bool)
+    repeat[:, 1:] = union[:, 1:] == union[:, :-1]
+    union = sort_selection(union.masked_fill(repeat, -1))
+    return per_head, union, (union >= 0).sum(-1)
+
+
+def _gather_per_query_head(query, key, value, selection, lay, key_padding_mask, scaling) -> torch.Tensor:
+    """Each query head's kept blocks gathered for it, chunks of query blocks."""
     B, Hq, Tq, D = query.shape
     Hkv, nkb, bk, bq = key.shape[1], lay.n_kblocks, lay.block_k, lay.block_q
     group = Hq // Hkv
     width = selection.shape[-1]
     qblocks = to_blocks(query, bq, lay.n_qblocks, lay.q_pad_front)
-    kflat = to_blocks(key, bk, nkb).reshape(B * Hkv * nkb, bk, D)
-    vflat = to_blocks(value, bk, nkb).reshape(B * Hkv * nkb, bk, value.shape[-1])
+    kflat, vflat, valid = _key_blocks(key, value, lay, key_padding_mask)
     qpos = lay.query_positions(query.device)  # [nqb, bq]
-    valid = torch.arange(nkb * bk, device=query.device) < lay.kv_len
-    if key_padding_mask is not None:
-        pad = torch.nn.functional.pad(key_padding_mask.bool(), (0, nkb * bk - lay.kv_len))
-        valid = valid[None, :] & pad
-    else:
-        valid = valid[None, :].expand(B, -1)
-    valid = valid.view(B, nkb, bk)
     head_base = ((torch.arange(B, device=query.device)[:, None] * Hkv + torch.arange(Hq, device=query.device)[None, :] // group) * nkb)
     offsets = torch.arange(bk, device=query.device)
 
@@ -119,6 +174,48 @@ def _gathered_attention(query, key, value, selection, lay, key_padding_mask, sca
         scores = scores.masked_fill(~ok, float("-inf"))
         outs.append(_safe_softmax_weighted(scores, vals))
     out = torch.cat(outs, dim=2).reshape(B, Hq, lay.n_qblocks * bq, -1)
+    return out[:, :, lay.q_pad_front : lay.q_pad_front + Tq]
+
+
+def _gather_per_kv_head(query, key, value, per_head, union, n_union, lay, key_padding_mask, scaling):
+    """Per (batch, KV head, query block) row, the union of the group's kept blocks gathered once and
+    the whole group scored against it in one matmul; each head masks the union blocks it did not
+    keep. Rows run sorted by union width, so a chunk pads its unions to little more than their widths."""
+    B, Hq, Tq, D = query.shape
+    Hkv, nkb, bk, bq, nqb = key.shape[1], lay.n_kblocks, lay.block_k, lay.block_q, lay.n_qblocks
+    group, width = per_head.shape[1:]
+    n_rows, dev = B * Hkv * nqb, query.device
+    qrows = to_blocks(query, bq, nqb, lay.q_pad_front).view(B, Hkv, group, nqb, bq, D).transpose(2, 3)
+    qrows = qrows.reshape(n_rows, group * bq, D)
+    kflat, vflat, valid = _key_blocks(key, value, lay, key_padding_mask)
+    qpos = lay.query_positions(dev)
+    n_union, order = n_union.sort()
+    row_base = (torch.arange(B * Hkv, device=dev) * nkb).repeat_interleave(nqb)
+    row_batch = torch.arange(B, device=dev).repeat_interleave(Hkv * nqb)
+    row_qblock = torch.arange(nqb, device=dev).repeat(B * Hkv)
+    offsets = torch.arange(bk, device=dev)
+
+    per_row = min(group * width, nkb) * (bk * (group * bq + D) + group * width)  # scores, keys, `kept`
+    step = max(1, CHUNK_ELEMENTS // max(1, per_row))
+    outs = []
+    for c0 in range(0, n_rows, step):
+        rows = order[c0 : c0 + step]
+        uni = union[rows, : max(1, int(n_union[min(c0 + step, n_rows) - 1]))]  # [C, U]
+        safe = uni.clamp(min=0)
+        idx = row_base[rows, None] + safe
+        keys = kflat[idx].flatten(1, 2)  # [C, U*bk, D]
+        vals = vflat[idx].flatten(1, 2)
+        scores = (qrows[rows] @ keys.transpose(-1, -2)) * scaling  # [C, G*bq, U*bk]
+        kept = (per_head[rows][..., None] == uni[:, None, None, :]).any(-2)  # [C, G, U]
+        kval = valid[row_batch[rows, None], safe] & (uni >= 0)[..., None]  # [C, U, bk]
+        keep = (kept[..., None] & kval[:, None]).flatten(-2)  # [C, G, U*bk]
+        kpos = (safe[..., None] * bk + offsets).flatten(-2)  # [C, U*bk]
+        causal = kpos[:, None, :] <= qpos[row_qblock[rows], :, None]  # [C, bq, U*bk]
+        ok = causal[:, None] & keep[:, :, None]  # [C, G, bq, U*bk]
+        scores = scores.view(ok.shape).masked_fill(~ok, float("-inf")).flatten(1, 2)
+        outs.append(_safe_softmax_weighted(scores, vals))
+    out = torch.cat(outs)[order.argsort()].view(B, Hkv, nqb, group, bq, -1)
+    out = out.transpose(2, 3).reshape(B, Hq, nqb * bq, -1)
     return out[:, :, lay.q_pad_front : lay.q_pad_front + Tq]
 
 
