@@ -19,7 +19,7 @@ import math
 import torch
 
 from .layout import SelectionContext
-from .registry import register_sparse_method
+from .registry import get_sparse_method, register_sparse_method
 from .stream import _per_block, stream_rows
 
 
@@ -62,10 +62,8 @@ def stream_density_select(ctx: SelectionContext) -> torch.Tensor:
 def total_kept(cfg, method: str, n_qblocks: int) -> int:
     """Key blocks kept over a sequence of `n_qblocks` query blocks (block_q == block_k,
     no cached prefix): the per-layer, per-head compute of a method at this length."""
-    from .registry import get_sparse_method
-
-    rule = get_sparse_method(method).kept
-    return sum(int(rule(cfg, i + 1)) for i in range(n_qblocks))
+    n_causal = torch.arange(1, n_qblocks + 1)
+    return int(torch.as_tensor(get_sparse_method(method).kept(cfg, n_causal)).sum())
 
 
 def matched_density(cfg, n_qblocks: int, k_min: int = 2, tol: float = 1e-4) -> float:

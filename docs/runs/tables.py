@@ -35,8 +35,12 @@ def rows_of(run: str):
     return read_rows(Path(run) / "results.jsonl").rows
 
 
+def config_of(run: str) -> dict:
+    return json.loads((Path(run) / "manifest.json").read_text())["config"]
+
+
 def ks_of(run: str) -> list[int]:
-    return json.loads((Path(run) / "manifest.json").read_text())["config"]["k_sweep"]
+    return config_of(run)["k_sweep"]
 
 
 def needle(run: str) -> None:
@@ -154,7 +158,7 @@ def _kept_ratio(fixed, adaptive) -> float:
     from sparse import SparseConfig
     from sparse.density_adaptive import total_kept
 
-    cf, ca = (json.loads((Path(r) / "manifest.json").read_text())["config"] for r in (fixed, adaptive))
+    cf, ca = config_of(fixed), config_of(adaptive)
     fixed_cfg = SparseConfig(method=cf["method"], k=cf["k_attack"], block_q=cf["block_q"], block_k=cf["block_k"])
     adaptive_cfg = SparseConfig(method=ca["method"], k=ca["k_attack"], block_q=ca["block_q"], block_k=ca["block_k"],
                                 density=ca["density"])
@@ -177,11 +181,11 @@ def grid(out: str, runs: list[str]) -> None:
           "strict flips | breakdowns | density at the answer | total kept blocks (adaptive / fixed) |")
     print("|---:|---|---|---|---|---:|---:|")
     for fixed, adaptive in pairs:
-        length = json.loads((Path(fixed) / "manifest.json").read_text())["config"]["context_tokens"]
+        length = config_of(fixed)["context_tokens"]
         lengths.append(length)
         ratio = _kept_ratio(fixed, adaptive)
         for run in (fixed, adaptive):
-            cfg = json.loads((Path(run) / "manifest.json").read_text())["config"]
+            cfg = config_of(run)
             k = str(cfg["k_attack"])
             label = cfg["method"] + (f" k={k}" if cfg.get("density") is None else f" rho~matched, k_min={k}")
             if label not in labels:
