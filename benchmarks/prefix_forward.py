@@ -1,12 +1,13 @@
-"""Prefix-forward throughput on a real model: full attention (SDPA) against sparse attention (flex kernel).
+"""Prefix-forward throughput on a real model: full attention (SDPA) against sparse attention (gather, flex kernels).
 
 One sequence, no KV cache, no gradients, float32: the forward a scorer runs over a
 long prefix (`model(ids, use_cache=False, logits_to_keep=1)`), on a KJV text (see
 harness.fidelity). Each (T, mode) runs in a fresh subprocess, so its peak memory is
 its own: the RSS high-water mark (VmHWM) is reset after loading and warm-up
-(`/proc/self/clear_refs`) and read after the timed forwards. The flex kernel is
-compiled once per shape before timing (a direct FlexAttention call with the model's
-shapes; compile time reported apart); the timed forward is checked not to recompile.
+(`/proc/self/clear_refs`) and read after the timed forwards. Sparse modes run each kernel
+of `--kernels`: "gather" (the default on CPU) and "flex" (FlexAttention, compiled once per
+shape before timing with a direct call at the model's shapes, compile time reported apart;
+the timed forward is checked not to recompile).
 
 `--check-allocations T` also profiles one forward per mode at that T with
 torch.profiler's memory events and reports the largest single allocation, against
@@ -14,6 +15,7 @@ the [heads, T, T] float32 score tensor of eager attention (run as a positive con
 the profiler sees the buffers that the compiled kernel allocates too.
 
     python benchmarks/prefix_forward.py [--model qwen2.5-0.5b] [--lengths 1024,2048,4096,8192] [--k 8,16]
+        [--kernels gather,flex]
 """
 
 from __future__ import annotations
@@ -57,12 +59,13 @@ def child(spec: dict) -> dict:
     T, mode = spec["tokens"], spec["mode"]
     ids = text_ids(spec["source"], tok, T, seed=0)
     cfg = None
-    if mode.startswith("stream"):
-        cfg = SparseConfig(method="stream", k=int(mode.split("=")[1]), block_q=spec["block"], block_k=spec["block"],
+    if mode.startswith("stream"):  # "stream k=8 gather"
+        _, k_spec, kernel = mode.split()
+        cfg = SparseConfig(method="stream", k=int(k_spec.split("=")[1]), block_q=spec["block"], block_k=spec["block"],
                            dense_layers=spec["dense_layers"])
     model.set_attn_implementation("eager" if mode == "eager" else "sdpa")
     compile_s = 0.0
-    if cfg is not None:  # compile FlexAttention for this shape outside the timed forward
+    if cfg is not None and kernel == "flex":  # compile FlexAttention for this shape outside the timed forward
         c = model.config
         hd = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
         g = torch.Generator().manual_seed(0)
@@ -77,7 +80,7 @@ def child(spec: dict) -> dict:
     def forward():
         if cfg is None:
             return model(input_ids=ids, use_cache=False, logits_to_keep=1)
-        with sparse_attention(model, cfg, kernel="flex"):
+        with sparse_attention(model, cfg, kernel=kernel):
             return model(input_ids=ids, use_cache=False, logits_to_keep=1)
 
     if spec.get("check"):
@@ -99,6 +102,12 @@ def child(spec: dict) -> dict:
             "recompiled": counters["stats"]["unique_graphs"] != graphs}
 
 
+def _mode_name(mode: str) -> str:
+    """"stream k=8 gather" -> "stream k=8 (gather)"."""
+    method, k, kernel = mode.split()
+    return f"{method} {k} ({kernel})"
+
+
 def run_child(spec: dict) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -111,6 +120,7 @@ def main() -> None:
     parser.add_argument("--model", default="qwen2.5-0.5b")
     parser.add_argument("--lengths", default="1024,2048,4096,8192")
     parser.add_argument("--k", default="8,16", help="STREAM k values")
+    parser.add_argument("--kernels", default="gather,flex", help="sparse attention kernels to time")
     parser.add_argument("--block", type=int, default=8, help="b_q = b_k")
     parser.add_argument("--dense-layers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="timed forwards per configuration (best taken)")
@@ -123,7 +133,7 @@ def main() -> None:
         print(json.dumps(child(json.loads(args.child))))
         return
     lengths = [int(x) for x in args.lengths.split(",")]
-    modes = ["full"] + [f"stream k={k}" for k in args.k.split(",")]
+    modes = ["full"] + [f"stream k={k} {kernel}" for k in args.k.split(",") for kernel in args.kernels.split(",")]
     base = {"model": args.model, "block": args.block, "dense_layers": args.dense_layers, "repeats": args.repeats,
             "source": args.source}
     print(f"model {args.model}, torch {torch.__version__}, threads {torch.get_num_threads()}, b = {args.block}, "
@@ -136,22 +146,20 @@ def main() -> None:
         for mode in modes:
             r = run_child({**base, "tokens": T, "mode": mode})
             full_s = r["seconds"] if mode == "full" else full_s
-            name = "full (SDPA)" if mode == "full" else f"{mode} (flex)"
+            name = "full (SDPA)" if mode == "full" else _mode_name(mode)
+            compile_s = f"{r['compile_s']:.1f}" if mode.endswith("flex") else "-"
             note = " (recompiled while timed)" if r["recompiled"] else ""
             print(f"| {T} | {name} | {r['seconds']:.2f} | {r['tokens_per_s']:.0f} | {full_s / r['seconds']:.2f}x "
                   f"| {r['peak_rss_mib']:.0f} | {r['rss_before_mib']:.0f} | "
-                  f"{r['peak_rss_mib'] - r['rss_before_mib']:.0f} | "
-                  f"{r['compile_s']:.1f}{note} |" if mode != "full" else
-                  f"| {T} | {name} | {r['seconds']:.2f} | {r['tokens_per_s']:.0f} | 1.00x | {r['peak_rss_mib']:.0f} "
-                  f"| {r['rss_before_mib']:.0f} | {r['peak_rss_mib'] - r['rss_before_mib']:.0f} | - |", flush=True)
+                  f"{r['peak_rss_mib'] - r['rss_before_mib']:.0f} | {compile_s}{note} |", flush=True)
     if args.check_allocations:
         T = args.check_allocations
         print(f"\nLargest single allocation during one forward at T = {T} (torch.profiler memory events):\n")
         print("| attention | largest allocation (MiB) | by op |")
         print("|---|---:|---|")
-        for mode in ["eager", "full", modes[1]]:
+        for mode in ["eager", "full", *modes[1:]]:
             r = run_child({**base, "tokens": T, "mode": mode, "check": True})
-            name = {"eager": "full (eager: materialises [heads, T, T] scores)", "full": "full (SDPA)"}.get(mode, f"{mode} (flex)")
+            name = {"eager": "full (eager: materialises [heads, T, T] scores)", "full": "full (SDPA)"}.get(mode, _mode_name(mode))
             print(f"| {name} | {r['largest_allocation_bytes'] / 2**20:.1f} | {r['op']} |", flush=True)
 
 

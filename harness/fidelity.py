@@ -318,8 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default="kjv", help=f"text source: {', '.join(SOURCES)} (default kjv)")
     p.add_argument("--block-size", dest="block_size", type=int, default=8, help="b_q = b_k (default 8)")
     p.add_argument("--dense-layers", dest="dense_layers", type=int, default=2)
-    p.add_argument("--kernel", choices=["gather", "flex"], default="flex",
-                   help="sparse attention kernel (default flex: FlexAttention, inference only)")
+    p.add_argument("--kernel", choices=["gather", "flex"], default="gather",
+                   help="sparse attention kernel (default gather, the faster one on CPU: docs/performance.md; "
+                        "flex: FlexAttention)")
     p.add_argument("--chunk", type=int, default=256, help="positions per LM-head chunk (default 256)")
     p.add_argument("--bins", type=int, default=20, help="relative-position bins (default 20)")
     p.add_argument("--seed", type=int, default=0)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from .config import SparseConfig
-from .layout import CHUNK_ELEMENTS, checked_layout, sort_selection, to_blocks
+from .layout import CHUNK_ELEMENTS, LOOP_CHUNK_ELEMENTS, checked_layout, sort_selection, to_blocks
 
 
 def _safe_softmax_weighted(scores: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -156,7 +156,7 @@ def _gather_per_query_head(query, key, value, selection, lay, key_padding_mask, 
     head_base = ((torch.arange(B, device=query.device)[:, None] * Hkv + torch.arange(Hq, device=query.device)[None, :] // group) * nkb)
     offsets = torch.arange(bk, device=query.device)
 
-    step = max(1, CHUNK_ELEMENTS // max(1, B * Hq * width * bk * (bq + D)))
+    step = max(1, LOOP_CHUNK_ELEMENTS // max(1, B * Hq * width * bk * (bq + D)))
     outs = []
     for c0 in range(0, lay.n_qblocks, step):
         rows = slice(c0, min(c0 + step, lay.n_qblocks))
@@ -196,7 +196,7 @@ def _gather_per_kv_head(query, key, value, per_head, union, n_union, lay, key_pa
     offsets = torch.arange(bk, device=dev)
 
     per_row = min(group * width, nkb) * (bk * (group * bq + D) + group * width)  # scores, keys, `kept`
-    step = max(1, CHUNK_ELEMENTS // max(1, per_row))
+    step = max(1, LOOP_CHUNK_ELEMENTS // max(1, per_row))
     outs = []
     for c0 in range(0, n_rows, step):
         rows = order[c0 : c0 + step]

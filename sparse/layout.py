@@ -18,9 +18,15 @@ import torch
 
 from .config import SparseConfig
 
-# Elements per intermediate tensor when scoring in chunks of query blocks: bounds
-# memory to a few hundred MB whatever the sequence length.
+# Largest tensor built in one piece (the dense block-score table of short sequences, the
+# token mask of the masked attention path): bounds memory whatever the sequence length.
 CHUNK_ELEMENTS = 1 << 24
+# Elements per intermediate tensor of the loops over chunks of query blocks (selection,
+# gather kernels). Smaller than CHUNK_ELEMENTS because tensors that the allocator reuses
+# from its heap, in cache, beat fresh page-faulted mappings: STREAM's selection is 3.5x
+# and the gather kernel 2.7x faster at 8k tokens (benchmarks/selection_chunks.py,
+# docs/performance.md).
+LOOP_CHUNK_ELEMENTS = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,7 @@ class SelectionContext:
         self.kvalid = kvalid  # [B, nkb, bk]
         self.diag = lay.diagonal(self.device)  # [nqb]
         self._table = None  # see _score_table
+        self._bias = None  # see _key_bias
 
     @property
     def width(self) -> int:
@@ -155,11 +162,11 @@ class SelectionContext:
         return self.cfg.kept(self.layout.n_kblocks)
 
     def chunk_rows(self, per_block_elements: int) -> int:
-        """Query blocks per chunk so that intermediate tensors stay under CHUNK_ELEMENTS."""
-        return max(1, CHUNK_ELEMENTS // max(1, per_block_elements * self.batch * self.q_heads))
+        """Query blocks per chunk so that intermediate tensors stay under LOOP_CHUNK_ELEMENTS."""
+        return max(1, LOOP_CHUNK_ELEMENTS // max(1, per_block_elements * self.batch * self.q_heads))
 
     def chunks(self, per_block_elements: int):
-        """Slices of query blocks whose intermediate tensors stay under CHUNK_ELEMENTS."""
+        """Slices of query blocks whose intermediate tensors stay under LOOP_CHUNK_ELEMENTS."""
         step = self.chunk_rows(per_block_elements)
         for start in range(0, self.layout.n_qblocks, step):
             yield slice(start, min(start + step, self.layout.n_qblocks))
@@ -171,25 +178,38 @@ class SelectionContext:
         causal, non-padding key for any query of the block.
         """
         B, Hq, C, M = cand.shape
-        nkb = self.layout.n_kblocks
+        lay = self.layout
+        nkb, bk = lay.n_kblocks, lay.block_k
+        inside = (cand >= 0) & (cand < nkb)
         safe = cand.clamp(0, nkb - 1)
         table = self._score_table()
         if table is not None:  # short sequences: index the exact table instead of gathering keys
-            scores = table[:, :, rows].gather(-1, safe)
-            return scores.masked_fill((cand < 0) | (cand >= nkb), float("-inf"))
+            return table[:, :, rows].gather(-1, safe).masked_fill(~inside, float("-inf"))
+        # index_select on flat views: several times faster than advanced indexing here.
+        batch = torch.arange(B, device=self.device)
         kv_head = torch.arange(Hq, device=self.device) // self.group
-        flat = (torch.arange(B, device=self.device)[:, None] * self.kv_heads + kv_head[None, :]) * nkb
-        idx = flat[:, :, None, None] + safe  # [B, Hq, C, M]
-        keys = self.kblocks.reshape(B * self.kv_heads * nkb, self.layout.block_k, self.head_dim)[idx]
+        flat = ((batch[:, None] * self.kv_heads + kv_head[None, :]) * nkb)[:, :, None, None] + safe
+        keys = self.kblocks.reshape(-1, bk, self.head_dim).index_select(0, flat.reshape(-1))
         q = self.qblocks[:, :, rows]  # [B, Hq, C, bq, D]
-        scores = torch.einsum("bhcqd,bhcmkd->bhcmqk", q, keys)
-        kpos = self.kpos[safe]  # [B, Hq, C, M, bk]
-        kval = self.kvalid[torch.arange(B, device=self.device)[:, None, None, None], safe]
+        scores = q @ keys.view(B, Hq, C, M * bk, self.head_dim).transpose(-1, -2)  # [B, Hq, C, bq, M * bk]
+        scores = scores.view(B, Hq, C, -1, M, bk)
+        bias = self._key_bias(scores.dtype).index_select(0, (batch[:, None, None, None] * nkb + safe).reshape(-1))
+        scores += bias.view(B, Hq, C, 1, M, bk)  # -inf on padding keys
         qpos = self.qpos[rows]  # [C, bq]
-        ok = (kpos[..., None, :] <= qpos[None, None, :, None, :, None]) & (qpos[None, None, :, None, :, None] >= 0)
-        ok = ok & kval[..., None, :] & ((cand >= 0) & (cand < nkb))[..., None, None]
-        scores = scores.masked_fill(~ok, float("-inf"))
-        return scores.amax(dim=(-1, -2))
+        # Only a candidate ending after a row's first query holds keys later than a query.
+        first_query = torch.where(qpos >= 0, qpos, torch.full_like(qpos, lay.kv_len)).amin(-1)  # [C]
+        if bool((inside & (safe * bk + bk - 1 > first_query[:, None])).any()):
+            kpos = safe[..., None] * bk + torch.arange(bk, device=self.device)  # [B, Hq, C, M, bk]
+            scores.masked_fill_(kpos[:, :, :, None] > qpos[None, None, :, :, None, None], float("-inf"))
+        scores = scores.amax(dim=-1).masked_fill(qpos[None, None, :, :, None] < 0, float("-inf")).amax(dim=-2)
+        return scores.masked_fill(~inside, float("-inf"))
+
+    def _key_bias(self, dtype) -> torch.Tensor:
+        """[B * n_kblocks, b_k]: 0 on real keys, -inf on padding and past the sequence end."""
+        if self._bias is None or self._bias.dtype != dtype:
+            bias = torch.zeros(self.kvalid.shape, dtype=dtype, device=self.device)
+            self._bias = bias.masked_fill(~self.kvalid, float("-inf")).view(-1, self.layout.block_k)
+        return self._bias
 
     def _score_table(self) -> torch.Tensor | None:
         """Every (query block, key block) score, computed once per context when its dense

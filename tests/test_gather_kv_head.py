@@ -52,7 +52,7 @@ def test_gather_kernels_match_dense_reference(kernel, blocks, q_heads, kv_heads,
         sel = sel[:, (torch.arange(q_heads) // (q_heads // kv_heads)) * (q_heads // kv_heads)]
     sel = sort_selection(sel.masked_fill(torch.rand(sel.shape, generator=g) < 0.3, -1))  # -1 padding
     assert (sel < 0).any() and (sel[:, :1] != sel[:, 1:2]).any()  # heads keep different blocks
-    monkeypatch.setattr(attention_module, "CHUNK_ELEMENTS", budget)
+    monkeypatch.setattr(attention_module, "LOOP_CHUNK_ELEMENTS", budget)
     tensors = [t.clone().requires_grad_(True) for t in (q, key, value)]
     refs = [t.clone().requires_grad_(True) for t in (q, key, value)]
     out = gather(kernel, *tensors, sel, cfg, q_offset, padding, 0.3)

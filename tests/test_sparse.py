@@ -145,6 +145,7 @@ def force_path(monkeypatch, path):
     (forced by a zero size budget, which also makes it run one query block per chunk)."""
     if path == "gathered":
         monkeypatch.setattr(attention_module, "CHUNK_ELEMENTS", 0)
+        monkeypatch.setattr(attention_module, "LOOP_CHUNK_ELEMENTS", 0)
 
 
 @pytest.mark.parametrize("path", ["masked", "gathered"])

@@ -76,6 +76,7 @@ def scoring(request, monkeypatch):
     (short sequences) and by gathering key blocks (forced by a zero size budget)."""
     if request.param == "gathered":
         monkeypatch.setattr(layout_module, "CHUNK_ELEMENTS", 0)
+        monkeypatch.setattr(layout_module, "LOOP_CHUNK_ELEMENTS", 0)  # and one query block per chunk
     return request.param
 
 

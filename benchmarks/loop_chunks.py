@@ -1,0 +1,104 @@
+"""One layer at long context per loop chunk budget: block selection and the gather kernel.
+
+Random queries, keys and values at Qwen2.5-0.5B's head layout (14 query heads, 2 KV heads,
+head dim 64), batch 1, b_q = b_k = 8, inference. For each sequence length, the best of
+`--repeats` calls in seconds of
+  - `select_blocks` per method,
+  - `block_sparse_attention` (the gather kernel) over STREAM's selection,
+per `LOOP_CHUNK_ELEMENTS` budget (elements per intermediate tensor of the loops over query
+blocks), the calls of one row interleaved so that a varying machine load hits every budget
+alike; every budget is checked to return the same selection and output. Dense causal SDPA
+and the FlexAttention kernel over the same selection are timed once per length for scale.
+Why: the chunk size decides whether intermediate tensors are reused from the allocator's
+heap, in cache, or freshly mapped and page-faulted on every step.
+
+    python benchmarks/loop_chunks.py [--tokens 2048,4096,8192] [--methods stream,stream-density,oracle]
+        [--budgets 24,21] [--k 8] [--density 0.03] [--repeats 3] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import sparse.attention as attention
+import sparse.layout as layout
+from sparse import SparseConfig, block_sparse_attention, flex_block_sparse_attention, select_blocks
+
+HEADS, KV_HEADS, DIM = 14, 2, 64
+
+
+def set_budget(elements: int) -> None:
+    layout.LOOP_CHUNK_ELEMENTS = attention.LOOP_CHUNK_ELEMENTS = elements
+
+
+def best_per_budget(fn, budgets: list[int], repeats: int) -> tuple[dict, bool]:
+    """Best seconds of `fn()` per budget (log2 of elements) and whether all budgets agree."""
+    times, results = {b: [] for b in budgets}, {}
+    saved = layout.LOOP_CHUNK_ELEMENTS
+    try:
+        for _ in range(repeats):
+            for b in budgets:
+                set_budget(1 << b)
+                t0 = time.perf_counter()
+                results[b] = fn()
+                times[b].append(time.perf_counter() - t0)
+    finally:
+        set_budget(saved)
+    first = results[budgets[0]]
+    same = all(torch.allclose(first.float(), r.float(), atol=1e-5) for r in results.values())
+    return {b: min(t) for b, t in times.items()}, same
+
+
+def seconds(fn) -> float:
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", default="2048,4096,8192")
+    parser.add_argument("--methods", default="stream,stream-density,oracle")
+    parser.add_argument("--budgets", default="24,21", help="log2 of LOOP_CHUNK_ELEMENTS, comma separated")
+    parser.add_argument("--k", type=int, default=8, help="k, or k_min of stream-density")
+    parser.add_argument("--density", type=float, default=0.03, help="rho of stream-density")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    budgets = [int(b) for b in args.budgets.split(",")]
+    print(f"threads {torch.get_num_threads()}, k = {args.k}, heads {HEADS}/{KV_HEADS}, head dim {DIM}; "
+          f"seconds per layer (best of {args.repeats})")
+    print("| tokens | step | " + " | ".join(f"2^{b} elements" for b in budgets) + " | same result |")
+    print("|---:|---|" + "---:|" * len(budgets) + "---|")
+    for tokens in [int(t) for t in args.tokens.split(",")]:
+        g = torch.Generator().manual_seed(tokens)
+        q = torch.randn(1, HEADS, tokens, DIM, generator=g)
+        k, v = (torch.randn(1, KV_HEADS, tokens, DIM, generator=g) for _ in range(2))
+
+        def row(name, fn):
+            times, same = best_per_budget(fn, budgets, args.repeats)
+            print(f"| {tokens} | {name} | " + " | ".join(f"{times[b]:.3f}" for b in budgets)
+                  + f" | {'yes' if same else 'NO'} |", flush=True)
+
+        for method in args.methods.split(","):
+            density = args.density if method == "stream-density" else None
+            cfg = SparseConfig(method=method, k=args.k, block_q=8, block_k=8, density=density)
+            row(f"select {method}", lambda cfg=cfg: select_blocks(q, k, cfg))
+        cfg = SparseConfig(method="stream", k=args.k, block_q=8, block_k=8)
+        sel = select_blocks(q, k, cfg)
+        with torch.inference_mode():
+            row("gather attention (stream)", lambda: block_sparse_attention(q, k, v, sel, cfg))
+            sdpa = seconds(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                                                       enable_gqa=True))
+            flex = seconds(lambda: flex_block_sparse_attention(q, k, v, sel, cfg))
+        print(f"| {tokens} | for scale: dense SDPA {sdpa:.3f}, flex kernel (stream) {flex:.3f} | | | |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
