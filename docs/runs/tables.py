@@ -6,6 +6,8 @@
     .venv/bin/python docs/runs/tables.py grid OUT_DIR FIXED_RUN ADAPTIVE_RUN [FIXED_RUN ADAPTIVE_RUN ...]
         # depth x length: natural strict flips / breakdowns of fixed-k STREAM against
         # stream-density, one pair of runs per context length; heatmaps to OUT_DIR
+    .venv/bin/python docs/runs/tables.py minimal-k RUN_DIR       # the k STREAM's binary search picks, clean
+        # and adversarial, and whether the attacked prompt flips at the clean prompt's k
 
 Every number is recomputed from results.jsonl (harness.results.read_rows, the one
 reader); intervals are Wilson 95% (harness.stats.wilson). Outcome classes at another
@@ -167,6 +169,35 @@ def _kept_ratio(fixed, adaptive) -> float:
     return sum(ratios) / len(ratios)
 
 
+def _paired_wrong(pairs) -> None:
+    """McNemar exact test on "wrong" (strict flip or breakdown) per length and pooled, on the
+    items full attention answers in both runs of a pair."""
+    from leaderboard.paired import mcnemar_exact
+
+    def wrong(r, k):
+        return r.natural_outcomes[k]["strict"] or r.natural_outcomes[k]["breakdown"]
+
+    print()
+    print("| context tokens | paired items | wrong: fixed | wrong: adaptive | discordant fixed-only : adaptive-only "
+          "| McNemar exact p |")
+    print("|---:|---:|---|---|---|---:|")
+    total = [0, 0, 0, 0, 0]
+    for fixed, adaptive in pairs:
+        kf, ka = str(config_of(fixed)["k_attack"]), str(config_of(adaptive)["k_attack"])
+        f = {r.item_id: r for r in rows_of(fixed) if r.attacked}
+        a = {r.item_id: r for r in rows_of(adaptive) if r.attacked}
+        ids = sorted(set(f) & set(a))
+        counts = [len(ids), sum(wrong(f[i], kf) for i in ids), sum(wrong(a[i], ka) for i in ids),
+                  sum(wrong(f[i], kf) and not wrong(a[i], ka) for i in ids),
+                  sum(wrong(a[i], ka) and not wrong(f[i], kf) for i in ids)]
+        total = [t + c for t, c in zip(total, counts)]
+        n, wf, wa, b, c = counts
+        print(f"| {config_of(fixed)['context_tokens']} | {n} | {ci(wf, n)} | {ci(wa, n)} | {b} : {c} | "
+              f"{mcnemar_exact(b, c):.3g} |")
+    n, wf, wa, b, c = total
+    print(f"| pooled | {n} | {ci(wf, n)} | {ci(wa, n)} | {b} : {c} | {mcnemar_exact(b, c):.3g} |")
+
+
 def grid(out: str, runs: list[str]) -> None:
     import matplotlib
 
@@ -201,6 +232,7 @@ def grid(out: str, runs: list[str]) -> None:
                   f" | {ci(len(ok), len(rows))} | {ci(sum(r.natural_outcomes[k]['strict'] for r in ok), len(ok))} | "
                   f"{ci(sum(r.natural_outcomes[k]['breakdown'] for r in ok), len(ok))} | {dens:.3f} | "
                   f"{ratio if run == adaptive else 1.0:.3f} |")
+    _paired_wrong(pairs)
     depths = sorted({d for (_, _, d) in cells})
     print()
     print("Per cell (natural strict flips / breakdowns over the items full attention answers):")
@@ -239,6 +271,29 @@ def grid(out: str, runs: list[str]) -> None:
     print(f"heatmaps: {Path(out) / 'grid-strict.png'}, {Path(out) / 'grid-breakdown.png'}")
 
 
+def minimal_k(run: str) -> None:
+    rows = [r for r in rows_of(run) if r.attacked and r.minimal_k]
+    print("| item | answer blocks | clean k (density) | adversarial k | attack at k_attack | flips at the clean k |")
+    print("|---|---:|---:|---:|---|---|")
+    for r in rows:
+        m, n = r.minimal_k, r.answer_blocks
+        flip = "yes (strict)" if m.get("strict_at_clean_k") else ("yes (breakdown)" if m.get("flip_at_clean_k") else "no")
+        print(f"| {r.item_id} | {n} | {m['clean']} ({m['clean'] / n:.3f}) | {m.get('adversarial', '-')} | "
+              f"{'success' if r.success else 'failed'} | {flip if 'flip_at_clean_k' in m else '-'} |")
+    flips = sum(bool(r.minimal_k.get("flip_at_clean_k")) for r in rows)
+    strict = sum(bool(r.minimal_k.get("strict_at_clean_k")) for r in rows)
+    attacked = [r for r in rows if r.success]
+    print()
+    print(f"answered by full attention: {len(rows)}; flips at the clean prompt's k: {ci(flips, len(rows))} "
+          f"(strict {ci(strict, len(rows))}); among the {len(attacked)} successful attacks: "
+          f"{ci(sum(bool(r.minimal_k.get('flip_at_clean_k')) for r in attacked), len(attacked))}")
+    clean = sorted(r.minimal_k["clean"] for r in rows)
+    adv = sorted(r.minimal_k["adversarial"] for r in rows if "adversarial" in r.minimal_k)
+    moved = sum(r.minimal_k.get("adversarial", 0) > r.minimal_k["clean"] for r in rows)
+    print(f"median k: clean {clean[len(clean) // 2]}, adversarial {adv[len(adv) // 2] if adv else '-'}; "
+          f"adversarial k larger than clean on {moved}/{len(rows)}")
+
+
 if __name__ == "__main__":
     kind, *args = sys.argv[1:]
     if kind == "needle":
@@ -249,5 +304,7 @@ if __name__ == "__main__":
         outcomes(args[0], [float(m) for m in args[1:]] or [0.0])
     elif kind == "grid":
         grid(args[0], args[1:])
+    elif kind == "minimal-k":
+        minimal_k(args[0])
     else:
-        sys.exit(f"unknown table {kind!r}: needle, sink, outcomes or grid")
+        sys.exit(f"unknown table {kind!r}: needle, sink, outcomes, grid or minimal-k")
