@@ -28,6 +28,7 @@ class RunStore:
         """Create the run directory, or resume it; returns the rows already done."""
         if self.manifest_path.exists():
             self.check_resumable(manifest["config"])
+            self._record_wider_limit(manifest["config"].get("limit"))
             return self._read_rows()
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.results_path.exists() and self.results_path.stat().st_size:
@@ -50,6 +51,15 @@ class RunStore:
                 f"{self.dir} holds a run with a different config ({'; '.join(differences)}); "
                 "use another --out or the same options to resume"
             )
+
+    def _record_wider_limit(self, limit: int | None) -> None:
+        """A resume with a larger --limit (None: every item) adds items, so the manifest must
+        say so: it describes the rows in the directory, not the first invocation."""
+        old = json.loads(self.manifest_path.read_text())
+        previous = old["config"].get("limit")
+        if previous is not None and (limit is None or limit > previous):
+            old["config"]["limit"] = limit
+            _write_json_atomic(self.manifest_path, old)
 
     def _read_rows(self) -> list[ResultRow]:
         if not self.results_path.exists():

@@ -102,6 +102,12 @@ def test_resume_after_interruption_gives_the_same_rows(model_dir, suite_file, tm
         fh.write('{"item_id": "suite-003", "quest')
     assert main(base_args(model_dir, suite_file, cut)) == 0
     assert without_timing(read_rows(cut)) == without_timing(read_rows(full))
+    # the manifest describes the rows now in the directory: the wider limit of the resume
+    assert json.loads((cut / "manifest.json").read_text())["config"]["limit"] == \
+        json.loads((full / "manifest.json").read_text())["config"]["limit"]
+    assert main(base_args(model_dir, suite_file, cut) + ["--limit", "2"]) == 0  # a narrower resume adds nothing
+    assert json.loads((cut / "manifest.json").read_text())["config"]["limit"] == \
+        json.loads((full / "manifest.json").read_text())["config"]["limit"]
     assert main(base_args(model_dir, suite_file, cut)) == 0  # nothing left: no duplicates
     assert len(read_rows(cut)) == 8
 
