@@ -205,7 +205,10 @@ def run(args, model=None, tokenizer=None) -> dict:
             hidden.append(h)
             densities.append(position_density(selections, cfg, args.tokens))
             bar.update(1)
-        for mode, metrics, density in zip(plan, compare(model, full, hidden, args.chunk), densities):
+        bar.set_description("LM head and metrics")  # minutes at 8k tokens: the bar must not look stuck
+        compared = compare(model, full, hidden, args.chunk)
+        bar.set_description("forwards")
+        for mode, metrics, density in zip(plan, compared, densities):
             metrics["density"] = density
             for name in METRICS:
                 per_mode[mode][name].append(metrics[name])

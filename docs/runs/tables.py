@@ -6,6 +6,8 @@
     .venv/bin/python docs/runs/tables.py grid OUT_DIR FIXED_RUN ADAPTIVE_RUN [FIXED_RUN ADAPTIVE_RUN ...]
         # depth x length: natural strict flips / breakdowns of fixed-k STREAM against
         # stream-density, one pair of runs per context length; heatmaps to OUT_DIR
+    .venv/bin/python docs/runs/tables.py fidelity RUN_DIR        # docs/science.md's fidelity table: means,
+        # first / last tenth of the text, per-text means, total kept blocks per layer and head
     .venv/bin/python docs/runs/tables.py minimal-k RUN_DIR       # the k STREAM's binary search picks, clean
         # and adversarial, and whether the attacked prompt flips at the clean prompt's k
 
@@ -271,6 +273,41 @@ def grid(out: str, runs: list[str]) -> None:
     print(f"heatmaps: {Path(out) / 'grid-strict.png'}, {Path(out) / 'grid-breakdown.png'}")
 
 
+def fidelity(run: str) -> None:
+    from sparse import SparseConfig
+    from sparse.density_adaptive import total_kept
+
+    data = json.loads((Path(run) / "fidelity.json").read_text())
+    cfg, edges = data["config"], data["bin_edges"]
+    first = [i for i in range(len(edges) - 1) if edges[i + 1] <= 0.1 + 1e-9]  # bins inside the first tenth
+    n_qblocks = -(-cfg["tokens"] // cfg["block_size"])
+    print(f"T = {cfg['tokens']}, {len(data['texts'])} texts, b = {cfg['block_size']}; "
+          f"full attention keeps {n_qblocks * (n_qblocks + 1) // 2} blocks per layer and head")
+    print()
+    print("| mode | kept blocks | density kept (first / last tenth) | cosine, mean [per text] | cosine first / last "
+          "tenth | top-1, mean [per text] | top-1 first / last tenth | KL mean |")
+    print("|---|---:|---|---|---|---|---|---:|")
+    for m in data["modes"]:
+        sc = SparseConfig(method=m["method"], k=m["k"], block_q=cfg["block_size"], block_k=cfg["block_size"],
+                          density=m["density_param"])
+        name = f"{m['method']} k={m['k']}" + (f", rho={m['density_param']:g}" if m["density_param"] else "")
+
+        def head(metric):
+            v = m[metric]
+            return sum(v["binned"][i] for i in first) / len(first), v["last_tenth"]
+
+        def mean(metric):
+            v = m[metric]
+            return f"{v['mean']:.3f} [" + ", ".join(f"{x:.3f}" for x in v["per_text"]) + "]"
+
+        (d0, d1), (c0, c1), (t0, t1) = head("density"), head("cosine"), head("top1")
+        print(f"| {name} | {total_kept(sc, m['method'], n_qblocks)} | {d0:.3f} / {d1:.3f} | {mean('cosine')} | "
+              f"{c0:.3f} / {c1:.3f} | {mean('top1')} | {t0:.3f} / {t1:.3f} | {m['kl']['mean']:.2f} |")
+    print()
+    print("forward seconds per text: " + "; ".join(f"{k} " + ", ".join(f"{x:.0f}" for x in v)
+                                                  for k, v in data["forward_seconds"].items()))
+
+
 def minimal_k(run: str) -> None:
     rows = [r for r in rows_of(run) if r.attacked and r.minimal_k]
     print("| item | answer blocks | clean k (density) | adversarial k | attack at k_attack | flips at the clean k |")
@@ -304,7 +341,9 @@ if __name__ == "__main__":
         outcomes(args[0], [float(m) for m in args[1:]] or [0.0])
     elif kind == "grid":
         grid(args[0], args[1:])
+    elif kind == "fidelity":
+        fidelity(args[0])
     elif kind == "minimal-k":
         minimal_k(args[0])
     else:
-        sys.exit(f"unknown table {kind!r}: needle, sink, outcomes, grid or minimal-k")
+        sys.exit(f"unknown table {kind!r}: needle, sink, outcomes, grid, fidelity or minimal-k")
