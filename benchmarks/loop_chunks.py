@@ -2,7 +2,7 @@
 
 Random queries, keys and values at Qwen2.5-0.5B's head layout (14 query heads, 2 KV heads,
 head dim 64), batch 1, b_q = b_k = 8, inference. For each sequence length, the best of
-`--repeats` calls in seconds of
+`--repeats` calls in milliseconds of
   - `select_blocks` per method,
   - `block_sparse_attention` (the gather kernel) over STREAM's selection,
 per `LOOP_CHUNK_ELEMENTS` budget (elements per intermediate tensor of the loops over query
@@ -10,10 +10,12 @@ blocks), the calls of one row interleaved so that a varying machine load hits ev
 alike; every budget is checked to return the same selection and output. Dense causal SDPA
 and the FlexAttention kernel over the same selection are timed once per length for scale.
 Why: the chunk size decides whether intermediate tensors are reused from the allocator's
-heap, in cache, or freshly mapped and page-faulted on every step.
+heap, in cache, or freshly mapped and page-faulted on every step. `--gcg-batches` adds the
+short shapes of GCG's candidate forwards (smollm2-135m: 9/3 heads, d = 64, a 205-token
+prompt whose last 29 positions are recomputed, k = 4), where a budget change must not cost.
 
     python benchmarks/loop_chunks.py [--tokens 2048,4096,8192] [--methods stream,stream-density,oracle]
-        [--budgets 24,21] [--k 8] [--density 0.03] [--repeats 3] [--threads N]
+        [--budgets 24,21] [--k 8] [--density 0.03] [--gcg-batches 64,256] [--repeats 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sparse.layout as layout
 from sparse import SparseConfig, block_sparse_attention, flex_block_sparse_attention, select_blocks
 
 HEADS, KV_HEADS, DIM = 14, 2, 64
+GCG_HEADS, GCG_KV_HEADS, GCG_KEYS, GCG_QUERIES = 9, 3, 205, 29
 
 
 def set_budget(elements: int) -> None:
@@ -66,6 +69,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="24,21", help="log2 of LOOP_CHUNK_ELEMENTS, comma separated")
     parser.add_argument("--k", type=int, default=8, help="k, or k_min of stream-density")
     parser.add_argument("--density", type=float, default=0.03, help="rho of stream-density")
+    parser.add_argument("--gcg-batches", default="", help="also time GCG's short shapes at these batch sizes")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -73,31 +77,45 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     budgets = [int(b) for b in args.budgets.split(",")]
     print(f"threads {torch.get_num_threads()}, k = {args.k}, heads {HEADS}/{KV_HEADS}, head dim {DIM}; "
-          f"seconds per layer (best of {args.repeats})")
+          f"milliseconds per layer (best of {args.repeats})")
     print("| tokens | step | " + " | ".join(f"2^{b} elements" for b in budgets) + " | same result |")
     print("|---:|---|" + "---:|" * len(budgets) + "---|")
-    for tokens in [int(t) for t in args.tokens.split(",")]:
+
+    def row(label, name, fn):
+        times, same = best_per_budget(fn, budgets, args.repeats)
+        print(f"| {label} | {name} | " + " | ".join(f"{1e3 * times[b]:.1f}" for b in budgets)
+              + f" | {'yes' if same else 'NO'} |", flush=True)
+
+    for batch in [int(b) for b in args.gcg_batches.split(",") if b]:
+        g = torch.Generator().manual_seed(batch)
+        q = torch.randn(batch, GCG_HEADS, GCG_QUERIES, DIM, generator=g)
+        k, v = (torch.randn(batch, GCG_KV_HEADS, GCG_KEYS, DIM, generator=g) for _ in range(2))
+        offset = GCG_KEYS - GCG_QUERIES
+        for method in ("stream", "window"):
+            cfg = SparseConfig(method=method, k=4, block_q=8, block_k=8)
+            row(f"GCG batch {batch}", f"select {method}", lambda cfg=cfg: select_blocks(q, k, cfg, offset))
+            sel = select_blocks(q, k, cfg, offset)
+            with torch.inference_mode():
+                row(f"GCG batch {batch}", f"gather attention ({method})",
+                    lambda cfg=cfg, sel=sel: block_sparse_attention(q, k, v, sel, cfg, offset))
+    for tokens in [int(t) for t in args.tokens.split(",") if t]:
         g = torch.Generator().manual_seed(tokens)
         q = torch.randn(1, HEADS, tokens, DIM, generator=g)
         k, v = (torch.randn(1, KV_HEADS, tokens, DIM, generator=g) for _ in range(2))
 
-        def row(name, fn):
-            times, same = best_per_budget(fn, budgets, args.repeats)
-            print(f"| {tokens} | {name} | " + " | ".join(f"{times[b]:.3f}" for b in budgets)
-                  + f" | {'yes' if same else 'NO'} |", flush=True)
-
         for method in args.methods.split(","):
             density = args.density if method == "stream-density" else None
             cfg = SparseConfig(method=method, k=args.k, block_q=8, block_k=8, density=density)
-            row(f"select {method}", lambda cfg=cfg: select_blocks(q, k, cfg))
+            row(tokens, f"select {method}", lambda cfg=cfg: select_blocks(q, k, cfg))
         cfg = SparseConfig(method="stream", k=args.k, block_q=8, block_k=8)
         sel = select_blocks(q, k, cfg)
         with torch.inference_mode():
-            row("gather attention (stream)", lambda: block_sparse_attention(q, k, v, sel, cfg))
+            row(tokens, "gather attention (stream)", lambda: block_sparse_attention(q, k, v, sel, cfg))
             sdpa = seconds(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True,
                                                                                        enable_gqa=True))
             flex = seconds(lambda: flex_block_sparse_attention(q, k, v, sel, cfg))
-        print(f"| {tokens} | for scale: dense SDPA {sdpa:.3f}, flex kernel (stream) {flex:.3f} | | | |", flush=True)
+        print(f"| {tokens} | for scale: dense SDPA {1e3 * sdpa:.1f}, flex kernel (stream) {1e3 * flex:.1f} | | | |",
+              flush=True)
 
 
 if __name__ == "__main__":

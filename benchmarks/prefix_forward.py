@@ -132,7 +132,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
-    lengths = [int(x) for x in args.lengths.split(",")]
+    lengths = [int(x) for x in args.lengths.split(",") if x]  # "" skips the timed table
     modes = ["full"] + [f"stream k={k} {kernel}" for k in args.k.split(",") for kernel in args.kernels.split(",")]
     base = {"model": args.model, "block": args.block, "dense_layers": args.dense_layers, "repeats": args.repeats,
             "source": args.source}
@@ -159,7 +159,8 @@ def main() -> None:
         print("|---|---:|---|")
         for mode in ["eager", "full", *modes[1:]]:
             r = run_child({**base, "tokens": T, "mode": mode, "check": True})
-            name = {"eager": "full (eager: materialises [heads, T, T] scores)", "full": "full (SDPA)"}.get(mode, _mode_name(mode))
+            name = {"eager": "full (eager: materialises [heads, T, T] scores)", "full": "full (SDPA)"}.get(mode) \
+                or _mode_name(mode)
             print(f"| {name} | {r['largest_allocation_bytes'] / 2**20:.1f} | {r['op']} |", flush=True)
 
 
