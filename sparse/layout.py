@@ -23,9 +23,9 @@ from .config import SparseConfig
 CHUNK_ELEMENTS = 1 << 24
 # Elements per intermediate tensor of the loops over chunks of query blocks (selection,
 # gather kernels). Smaller than CHUNK_ELEMENTS because tensors that the allocator reuses
-# from its heap, in cache, beat fresh page-faulted mappings: STREAM's selection is 3.5x
-# and the gather kernel 2.7x faster at 8k tokens (benchmarks/selection_chunks.py,
-# docs/performance.md).
+# from its heap, in cache, beat fresh page-faulted mappings: on a 2-core CPU STREAM's
+# selection is 3.7x and the gather kernel 2.6x faster at 8k tokens, and GCG's short
+# shapes are no slower (benchmarks/loop_chunks.py, docs/performance.md). Not tuned on GPUs.
 LOOP_CHUNK_ELEMENTS = 1 << 21
 
 
