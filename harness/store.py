@@ -27,8 +27,8 @@ class RunStore:
     def open(self, manifest: dict) -> list[dict]:
         """Create the run directory, or resume it; returns the rows already done."""
         if self.manifest_path.exists():
-            self.check_resumable(manifest["config"])
-            self._record_wider_limit(manifest["config"].get("limit"))
+            old = self.check_resumable(manifest["config"])
+            self._record_wider_limit(old, manifest["config"].get("limit"))
             return self._read_rows()
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.results_path.exists() and self.results_path.stat().st_size:
@@ -37,10 +37,11 @@ class RunStore:
         self.results_path.touch()
         return []
 
-    def check_resumable(self, config: dict) -> None:
-        """Refuse to add rows of a different experiment to an existing run directory."""
+    def check_resumable(self, config: dict) -> dict | None:
+        """Refuse to add rows of a different experiment to an existing run directory;
+        returns its manifest (None if there is none yet)."""
         if not self.manifest_path.exists():
-            return
+            return None
         try:
             old = json.loads(self.manifest_path.read_text())
         except json.JSONDecodeError:
@@ -51,12 +52,12 @@ class RunStore:
                 f"{self.dir} holds a run with a different config ({'; '.join(differences)}); "
                 "use another --out or the same options to resume"
             )
+        return old
 
-    def _record_wider_limit(self, limit: int | None) -> None:
+    def _record_wider_limit(self, old: dict, limit: int | None) -> None:
         """A resume with a larger --limit (None: every item) adds items, so the manifest must
         say so: it describes the rows in the directory, not the first invocation."""
-        old = json.loads(self.manifest_path.read_text())
-        previous = old["config"].get("limit")
+        previous = old.get("config", {}).get("limit")
         if previous is not None and (limit is None or limit > previous):
             old["config"]["limit"] = limit
             _write_json_atomic(self.manifest_path, old)
