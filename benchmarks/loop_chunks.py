@@ -75,7 +75,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    budgets = [int(b) for b in args.budgets.split(",")]
+    try:
+        budgets = [int(b) for b in args.budgets.split(",")]
+    except ValueError:
+        parser.error(f"--budgets must be comma-separated integers (log2 of elements), got {args.budgets!r}")
+    if not budgets or min(budgets) < 10 or max(budgets) > 30:
+        parser.error(f"--budgets must lie in 10..30 (2^10 to 2^30 elements), got {args.budgets!r}")
     print(f"threads {torch.get_num_threads()}, k = {args.k}, heads {HEADS}/{KV_HEADS}, head dim {DIM}; "
           f"milliseconds per layer (best of {args.repeats})")
     print("| tokens | step | " + " | ".join(f"2^{b} elements" for b in budgets) + " | same result |")

@@ -133,6 +133,9 @@ def main() -> None:
         print(json.dumps(child(json.loads(args.child))))
         return
     lengths = [int(x) for x in args.lengths.split(",") if x]  # "" skips the timed table
+    unknown = set(args.kernels.split(",")) - {"gather", "flex"}
+    if unknown:
+        parser.error(f"--kernels takes gather and/or flex (CPU kernels), got {', '.join(sorted(unknown))}")
     modes = ["full"] + [f"stream k={k} {kernel}" for k in args.k.split(",") for kernel in args.kernels.split(",")]
     base = {"model": args.model, "block": args.block, "dense_layers": args.dense_layers, "repeats": args.repeats,
             "source": args.source}
