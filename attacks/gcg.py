@@ -192,6 +192,7 @@ class GCGSearch:
         self._grad_for = None  # (ids, gradient) of the last x
         self.seen: dict[tuple[int, ...], Entry] = {}
         self.flip: Entry | None = None
+        self.draws: list[dict] = []  # answer classes of the candidates verified by `_check_flips`
         self.n_full = 0  # candidates of the last step scored under full attention
         init = self.vocab[torch.randint(len(self.vocab), (max(1, config.buffer_size), config.n_adv),
                                         generator=self.gen)]
@@ -245,7 +246,9 @@ class GCGSearch:
 
     def _check_flips(self, entries: list[Entry]) -> None:
         """Keep the lowest-loss candidate that the harness's own scoring calls a success
-        (`tasks.outcomes.classify` at the run's full_margin)."""
+        (`tasks.outcomes.classify` at the run's full_margin). Each candidate verified is
+        recorded in `draws`: these are the only ones GCG scores as `Score`s under both modes
+        (the rest have margins only, which cannot tell a wrong answer from no answer)."""
         if self.flip is not None:
             return
         for e in sorted(entries, key=lambda e: e.loss):
@@ -253,6 +256,7 @@ class GCGSearch:
                 adv = torch.tensor([e.ids])
                 full = self.target.score(self.prepared, adv, FULL)[0]
                 sparse = self.target.score(self.prepared, adv, self.config.k_attack)[0]
+                self.draws.append({"full": full.answer_class, "sparse": sparse.answer_class})
                 if classify(full, sparse, self.config.full_margin).success:
                     self.flip = e
                     return
@@ -308,6 +312,9 @@ def gcg(target: Target, prepared: PreparedItem, config: GCGConfig, rng_seed: int
 
     `trace[0]` is the initial candidate, then one record per step of the best
     candidate so far; `seconds` there is the time since the attack started.
+    `draws` holds only the candidates verified under both modes (those whose margins
+    say sparse wrong, full right), not every candidate scored: per-draw rates of GCG
+    are not comparable with random search's.
     """
     start = time.perf_counter()
     search = GCGSearch(target, prepared, config, rng_seed)
@@ -323,4 +330,5 @@ def gcg(target: Target, prepared: PreparedItem, config: GCGConfig, rng_seed: int
     found = search.flip or search.best
     ids = list(found.ids)
     return AttackResult(adv_ids=ids, adv_text=target.tokenizer.decode(ids), steps=step,
-                        success=search.flip is not None, seconds=time.perf_counter() - start, trace=trace)
+                        success=search.flip is not None, seconds=time.perf_counter() - start, trace=trace,
+                        draws=search.draws)

@@ -14,14 +14,19 @@ caused by sparsity, not a prompt the model gets wrong anyway
 (The harness skips items full attention gets wrong without x, as the seed does.)
 
 Candidates are drawn `batch_size` at a time from one seeded generator and scored
-in a batch; the first success in draw order wins, so the outcome equals drawing
-and scoring them one at a time from the same stream.
+in a batch under both modes; the first success in draw order wins, so the outcome
+equals drawing and scoring them one at a time from the same stream. Every scored
+candidate is recorded in `AttackResult.draws` (answer class under full and sparse
+attention), which is what the perturbation nulls (`attacks.nulls`) are compared on.
+`run_draws` is that loop; random search and the nulls differ only in what they draw
+and where the draws go.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import torch
 
@@ -33,6 +38,9 @@ from .target import FULL, PreparedItem, Target
 
 @dataclass(frozen=True)
 class RandomSearchConfig:
+    """Budget of random search; the nulls subclass it so their budgets are the same fields."""
+
+    label: ClassVar[str] = "random search"
     n_adv: int = 3
     steps: int = 200
     k_attack: int = 4
@@ -43,9 +51,9 @@ class RandomSearchConfig:
     def __post_init__(self):
         for name in ("n_adv", "steps", "k_attack", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"random search: {name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"{self.label}: {name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.full_margin < 1:
-            raise ValueError(f"random search: full_margin must be in [0, 1), got {self.full_margin}")
+            raise ValueError(f"{self.label}: full_margin must be in [0, 1), got {self.full_margin}")
 
 
 def draw_candidates(gen: torch.Generator, vocab: torch.Tensor, count: int, n_adv: int) -> torch.Tensor:
@@ -53,32 +61,42 @@ def draw_candidates(gen: torch.Generator, vocab: torch.Tensor, count: int, n_adv
     return vocab[torch.randint(len(vocab), (count, n_adv), generator=gen)]
 
 
-@register_attack("random", RandomSearchConfig)
-def random_search(target: Target, prepared: PreparedItem, config: RandomSearchConfig, rng_seed: int,
-                  progress=None) -> AttackResult:
+def run_draws(target: Target, prepared: PreparedItem, config: RandomSearchConfig,
+              draw: Callable[[int], torch.Tensor], progress=None) -> AttackResult:
+    """Score `config.steps` candidates from `draw(count)` ([count, n_adv] ids), `batch_size`
+    at a time, under sparse attention at k_attack and full attention (one batched call
+    each); stop at the first success in draw order. Every candidate of every batch scored
+    goes in `draws`."""
     start = time.perf_counter()
-    vocab = target.vocabulary(config.ascii_only)
-    gen = torch.Generator().manual_seed(rng_seed)
+    draws: list[dict] = []
     tried = 0
     last = None
+
+    def result(adv: torch.Tensor, steps: int, success: bool) -> AttackResult:
+        ids = adv.tolist()
+        return AttackResult(adv_ids=ids, adv_text=target.tokenizer.decode(ids), steps=steps, success=success,
+                            seconds=time.perf_counter() - start, draws=draws)
+
     while tried < config.steps:
         count = min(config.batch_size, config.steps - tried)
-        cands = draw_candidates(gen, vocab, count, config.n_adv)
+        cands = draw(count)
         sparse = target.score(prepared, cands, config.k_attack)
-        wrong = [i for i, s in enumerate(sparse) if not s.correct]
-        if wrong:
-            full = target.score(prepared, cands[wrong], FULL)
-            for i, s in zip(wrong, full):
-                if classify(s, sparse[i], config.full_margin).success:
-                    return _result(target, cands[i], tried + i + 1, True, start)
+        full = target.score(prepared, cands, FULL)
+        draws.extend({"full": f.answer_class, "sparse": s.answer_class} for f, s in zip(full, sparse))
+        for i, (f, s) in enumerate(zip(full, sparse)):
+            if classify(f, s, config.full_margin).success:
+                return result(cands[i], tried + i + 1, True)
         tried += count
         last = cands[-1]
         if progress is not None:
             progress.update(count)
-    return _result(target, last, tried, False, start)
+    return result(last, tried, False)
 
 
-def _result(target: Target, adv: torch.Tensor, steps: int, success: bool, start: float) -> AttackResult:
-    ids = adv.tolist()
-    return AttackResult(adv_ids=ids, adv_text=target.tokenizer.decode(ids), steps=steps, success=success,
-                        seconds=time.perf_counter() - start)
+@register_attack("random", RandomSearchConfig)
+def random_search(target: Target, prepared: PreparedItem, config: RandomSearchConfig, rng_seed: int,
+                  progress=None) -> AttackResult:
+    vocab = target.vocabulary(config.ascii_only)
+    gen = torch.Generator().manual_seed(rng_seed)
+    return run_draws(target, prepared, config, lambda count: draw_candidates(gen, vocab, count, config.n_adv),
+                     progress)

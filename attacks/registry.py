@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .target import PreparedItem
 
 
 @dataclass
 class AttackResult:
     """What an attack found for one item.
 
-    `steps` counts candidates (random search) or optimisation steps (GCG) used up to
-    and including the first success, or all of them on failure. `trace` holds
-    per-step records (loss, margins) for attacks that have them.
+    `steps` counts candidates (random search, the nulls) or optimisation steps (GCG)
+    used up to and including the first success, or all of them on failure. `trace`
+    holds per-step records (loss, margins) for attacks that have them.
+
+    `draws` has one record per candidate scored under both modes, in draw order:
+    {"full": answer class under full attention, "sparse": answer class under sparse
+    attention at k_attack} (`Score.answer_class`), so an attack's flip rate per draw can
+    be compared with a null's (random search and the nulls record every candidate they
+    scored, GCG only those it verified: see `attacks.gcg`).
+
+    `prepared` is the prompt `adv_ids` belong to when it is not the one the attack was
+    given (the `far` null puts them before the context): sweeps and attributions of the
+    result must use it. None means the caller's own prepared item.
     """
 
     adv_ids: list[int]
@@ -21,6 +34,8 @@ class AttackResult:
     success: bool
     seconds: float
     trace: list[dict] = field(default_factory=list)
+    draws: list[dict] = field(default_factory=list)
+    prepared: PreparedItem | None = None
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,11 @@ class Mode:
 
 @dataclass
 class PreparedItem:
-    """One item's token ids and answer sets; `cut` prefix tokens go in the KV cache."""
+    """One item's token ids and answer sets; `cut` prefix tokens go in the KV cache.
+
+    `context_text` and `slot` are what `Target.prepare` was given, so an attack can
+    prepare the same prompt with the slot elsewhere (the `far` null) or read its context.
+    """
 
     item: TaskItem
     prefix_ids: list[int]
@@ -78,6 +82,8 @@ class PreparedItem:
     correct_ids: tuple[int, ...]
     wrong_ids: tuple[int, ...]
     cut: int  # a multiple of block_q
+    context_text: str = ""
+    slot: str = "question"
 
     def prompt_ids(self, adv_ids) -> list[int]:
         return list(self.prefix_ids) + list(adv_ids) + list(self.suffix_ids)
@@ -136,8 +142,10 @@ class Target:
         cfg = self.config_for(mode)
         return nullcontext() if cfg is None else sparse_attention(self.model, cfg)
 
-    def prepare(self, item: TaskItem, context_text: str = "") -> PreparedItem:
-        parts = build_prompt(self.tokenizer, item, context_text)
+    def prepare(self, item: TaskItem, context_text: str = "", slot: str = "question") -> PreparedItem:
+        """Token ids of the item's prompt with the adversarial slot before the question, or
+        with `slot="context"` before the context (`tasks.prompts.build_prompt`)."""
+        parts = build_prompt(self.tokenizer, item, context_text, slot)
         if not parts.suffix_ids:
             raise ValueError(f"item {item.id}: the prompt has no question tokens after the adversarial slot")
         cut = (len(parts.prefix_ids) // self.sparse.block_q) * self.sparse.block_q if self.use_cache else 0
@@ -148,6 +156,8 @@ class Target:
             correct_ids=tuple(self.answers.correct(item.answer)),
             wrong_ids=tuple(self.answers.wrong(item.answer)),
             cut=cut,
+            context_text=context_text,
+            slot=slot,
         )
 
     # -- prefix caches --------------------------------------------------------------------

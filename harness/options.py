@@ -42,6 +42,8 @@ DEFAULTS = {
     "workers": 1,
     "ray_address": None,
     **ADDED_OPTION_DEFAULTS,
+    "absent": 1,
+    "balance": None,  # None: on for the needle suite (resolved in `resolve`)
 }
 
 # Options that do not change results, so a resumed run may differ in them.
@@ -116,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "default 48)")
     p.add_argument("--depth", type=_float_list, default=S,
                    help="needle suite: relative depths of the needles in the context (default 0.1,0.5,0.9)")
+    p.add_argument("--absent", type=int, default=S,
+                   help="needle suite: absent-needle questions per context (a person the context never mentions; "
+                        "answer no), default 1")
+    p.add_argument("--balance", type=_bool, default=S,
+                   help="needle suite: as many yes as no questions, at every depth (default true for needle; "
+                        "only generated suites can be balanced)")
     p.add_argument("--n-adv", dest="n_adv", type=int, default=S, help="adversarial tokens (default 3)")
     p.add_argument("--steps", type=int, default=S, help="attack budget: candidates (random) or steps (gcg) (default 200)")
     p.add_argument("--context", default=S, help="context builder: none, filler, haystack (default filler)")
@@ -223,6 +231,8 @@ def resolve(argv) -> dict:
         for name in ("block_q", "block_k"):
             if name not in from_file and name not in args:
                 opts[name] = block
+    if opts["balance"] is None:
+        opts["balance"] = opts["suite"] == "needle"
     validate(opts)
     if opts["density_sweep"] is not None:
         opts["density_sweep"] = sorted(set(float(d) for d in opts["density_sweep"]))
@@ -265,6 +275,16 @@ def validate(opts: dict) -> None:
     if opts.get("suite") == "needle" and opts["context_tokens"] < MIN_CONTEXT_TOKENS:
         raise UsageError(f"--context-tokens must be >= {MIN_CONTEXT_TOKENS} for the needle suite, "
                          f"got {opts['context_tokens']}")
+    from tasks.needle import MAX_ABSENT
+
+    absent = opts.get("absent")
+    if isinstance(absent, bool) or not isinstance(absent, int) or not 0 <= absent <= MAX_ABSENT:
+        raise UsageError(f"--absent must be an integer in [0, {MAX_ABSENT}], got {absent!r}")
+    if opts.get("balance") not in (True, False):
+        raise UsageError(f"--balance must be true or false, got {opts.get('balance')!r}")
+    if opts["balance"] and opts.get("suite") != "needle":
+        raise UsageError(f"--balance applies to generated suites (needle) only; suite {opts.get('suite')!r} "
+                         "has fixed answers: use --balance false")
     depth = opts.get("depth")
     if depth is not None and (not isinstance(depth, list) or not depth
                               or any(isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d <= 1

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from tasks.outcomes import OTHER
+from tasks.outcomes import BREAKDOWN, OTHER, OUTCOME_NAMES, STRICT
 
 from .results import FULL, SKIPPED, ResultRow, RowError, read_rows
 
@@ -22,8 +22,8 @@ def _cell(score, flipped: bool) -> str:
     if score is None:
         return ""
     text = f"{score.p_correct:.3f} / {score.p_wrong:.3f}"
-    if score.argmax == OTHER:
-        text += " (other)"
+    if score.answer_class == OTHER:
+        text += " (neither)"
     return f"**{text}**" if flipped else text
 
 
@@ -33,11 +33,9 @@ def _verdict(row: ResultRow) -> str:
     parts = [row.verified_status or ("verified" if row.verified else "not verified")]
     if row.monotone is not None:
         parts.append("monotone" if row.monotone else "not monotone")
-    classes = (row.outcomes or {}).get(str(row.k_attack)) or {}
-    if classes.get("strict"):
-        parts.insert(0, "strict flip")
-    elif classes.get("breakdown"):
-        parts.insert(0, "breakdown")
+    cls = ((row.outcomes or {}).get(str(row.k_attack)) or {}).get("class")
+    if cls in (STRICT, BREAKDOWN):
+        parts.insert(0, OUTCOME_NAMES[cls])
     return ", ".join(parts)
 
 
@@ -99,10 +97,11 @@ def render(run_dir: Path) -> str:
     lines.append("")
     lines.append("Vanilla: P(correct) under full attention without adversarial tokens. Other cells: "
                  "P(correct) / P(wrong) of the answer token sets; Full (adv) and k=... use the adversarial "
-                 "tokens. Bold marks a flip (full attention right, sparse wrong); a bold Sparse probs cell "
-                 "is a natural flip; (other) marks a greedy token in neither answer set. Outcome: strict flip "
-                 "(sparse greedy token is a wrong answer) or breakdown (neither answer), verified status and "
-                 "monotonicity as defined in docs/results-schema.md.")
+                 "tokens. Bold marks a flip (full attention right, sparse not: the correct answer is no longer "
+                 "the most probable of correct, wrong and neither); a bold Sparse probs cell is a natural flip; "
+                 "(neither) marks a score whose most probable answer is neither yes nor no. Outcome: strict "
+                 "flip (the wrong answer is most probable) or breakdown (neither is), verified status and "
+                 "monotonicity as defined in docs/results-schema.md; strict + breakdown = flips.")
     return "\n".join(lines)
 
 

@@ -19,18 +19,20 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.outcomes import Score
+from tasks.outcomes import Score, classify, confident
 
 ATTACKED, SKIPPED = "attacked", "skipped"
 STATUSES = (ATTACKED, SKIPPED)
-SKIP_FULL_WRONG = "full attention answers wrongly without adversarial tokens"
+SKIP_FULL_WRONG = "full attention does not answer right (by --full-margin) without adversarial tokens"
 FULL = "full"
+NO_ATTACK = "none"
 
 # Options added after the first release, with the value that reproduces older runs: a
 # run directory whose config lacks one of them ran with this value (resume and pooling
 # compare configs with these filled in).
 ADDED_OPTION_DEFAULTS = {"full_margin": 0.0, "minimal_k": False, "density_sweep": None, "depth": None,
-                         "sink_blocks": 0, "local_blocks": 0, "density": None}
+                         "sink_blocks": 0, "local_blocks": 0, "density": None,
+                         "absent": 0, "balance": False}
 
 
 def with_added_defaults(config: dict) -> dict:
@@ -40,6 +42,34 @@ def with_added_defaults(config: dict) -> dict:
 
 # verified_status values: see docs/results-schema.md.
 VERIFIED, NOT_VERIFIED, UNVERIFIABLE = "verified", "not verified", "unverifiable"
+
+
+def outcome_maps(scores: dict[str, Score], full_margin: float) -> tuple[dict[str, bool], dict[str, dict]]:
+    """({k: flip}, {k: outcome record}) of every sparse k in `scores` against its "full" score."""
+    flips, classes = {}, {}
+    for mode, score in scores.items():
+        if mode == FULL:
+            continue
+        outcome = classify(scores[FULL], score, full_margin)
+        flips[mode] = outcome.flip
+        classes[mode] = outcome.to_dict()
+    return flips, classes
+
+
+def verification(scores: dict[str, Score], ks: list[int], k_attack: int, density: dict[str, float]) -> tuple[str, bool]:
+    """(verified status, monotone) of a successful attack.
+
+    Verified: right again at the largest swept k above k_attack that is still sparse
+    (keeps fewer blocks than the answer position has). Without such a k the flip cannot
+    be told from noise by the sweep: "unverifiable". Monotone: not right at every swept
+    k <= k_attack."""
+    sparse_ks = [k for k in ks if k > k_attack and density[str(k)] < 1.0]
+    if not sparse_ks:
+        status = UNVERIFIABLE
+    else:
+        status = VERIFIED if scores[str(max(sparse_ks))].correct else NOT_VERIFIED
+    monotone = all(not scores[str(k)].correct for k in ks if k <= k_attack)
+    return status, monotone
 
 
 class RowError(ValueError):
@@ -92,16 +122,48 @@ class ResultRow:
     needle: dict | None = None
     minimal_k: dict | None = None
     density_ks: dict[str, int] | None = None
+    # Added in the third release: full attention answers right by --full-margin (the
+    # items every rate counts), the attack's per-draw classes, the null's placement.
+    confident: bool | None = None
+    draws: dict | None = None
     timing: dict = field(default_factory=dict)
 
     LEGACY_KEYS = ("item_id", "question", "answer", "status", "skip_reason", "natural", "natural_flipped",
                    "attack", "k_attack", "adv_ids", "adv_text", "steps", "success", "verified", "scores", "flipped")
     OPTIONAL_KEYS = ("natural_outcomes", "outcomes", "answer_blocks", "density", "verified_status", "monotone",
-                     "attribution", "needle", "minimal_k", "density_ks")
+                     "attribution", "needle", "minimal_k", "density_ks", "confident", "draws")
 
     @property
     def attacked(self) -> bool:
         return self.status == ATTACKED
+
+    @property
+    def counted(self) -> bool:
+        """Counted in every rate: attacked, and full attention answers right by the margin
+        (rows without a full-attention score keep their stored flags and count when attacked)."""
+        return self.attacked and self.confident is not False
+
+    def classify(self, full_margin: float) -> None:
+        """Set every outcome flag from the stored scores (`tasks.outcomes.classify`).
+
+        Rows of earlier releases stored flags under other rules (a P-based flip beside
+        argmax-based classes that did not partition it); reading reclassifies them, so
+        strict + breakdown = flips on every row. An attack's `success` becomes "the
+        adversarial prompt it returned flips at k_attack", and `verified` follows."""
+        if FULL not in (self.natural or {}):
+            return
+        self.confident = confident(self.natural[FULL], full_margin)
+        self.natural_flipped, self.natural_outcomes = outcome_maps(self.natural, full_margin)
+        if self.scores is None or FULL not in self.scores:
+            return
+        self.flipped, self.outcomes = outcome_maps(self.scores, full_margin)
+        self.success = self.attack != NO_ATTACK and self.flipped.get(str(self.k_attack), False)
+        if not self.success:
+            self.verified, self.verified_status, self.monotone = False, None, None
+        elif self.density:  # rows of the first release lack the density: their verdict stays
+            ks = sorted(int(k) for k in self.flipped)
+            self.verified_status, self.monotone = verification(self.scores, ks, self.k_attack, self.density)
+            self.verified = self.verified_status == VERIFIED
 
     def to_dict(self) -> dict:
         """The JSON object written to results.jsonl: legacy keys in their original order,
@@ -117,8 +179,10 @@ class ResultRow:
         return out
 
     @classmethod
-    def from_dict(cls, data, where: str = "row", k_sweep: list[int] | None = None) -> "ResultRow":
-        """Validate and load one row; RowError names `where` and the problem."""
+    def from_dict(cls, data, where: str = "row", k_sweep: list[int] | None = None,
+                  full_margin: float = 0.0) -> "ResultRow":
+        """Validate and load one row, classified at `full_margin` (`classify`); RowError
+        names `where` and the problem."""
         if not isinstance(data, dict):
             raise RowError(f"{where} is not a JSON object")
         for key in ("item_id", "status", "natural_flipped"):
@@ -147,7 +211,9 @@ class ResultRow:
         values["attack"] = data.get("attack", "")
         values["k_attack"] = data.get("k_attack")
         values["timing"] = data.get("timing") or {}
-        return cls(**values)
+        row = cls(**values)
+        row.classify(full_margin)
+        return row
 
 
 @dataclass
@@ -157,8 +223,21 @@ class RowsRead:
     good_bytes: int = 0  # length of the complete lines (where a torn line starts)
 
 
-def read_rows(path: str | Path, k_sweep: list[int] | None = None) -> RowsRead:
+def manifest_margin(run_dir: Path) -> float:
+    """The run's --full-margin from its manifest.json (0.0, the first release's rule, without one)."""
+    try:
+        config = json.loads((Path(run_dir) / "manifest.json").read_text()).get("config") or {}
+    except (OSError, ValueError, AttributeError):
+        return 0.0
+    margin = config.get("full_margin", 0.0) if isinstance(config, dict) else 0.0
+    return float(margin) if isinstance(margin, (int, float)) and not isinstance(margin, bool) else 0.0
+
+
+def read_rows(path: str | Path, k_sweep: list[int] | None = None, full_margin: float | None = None) -> RowsRead:
     """Every complete row of a results.jsonl; a torn last line is dropped and described in `torn`.
+
+    Rows are classified on read (`ResultRow.classify`) at `full_margin`, by default the
+    run's own from the manifest.json beside the file.
 
     Raises FileNotFoundError if the file is missing and RowError for a broken line
     that is not the last one or a row that is not valid (checked against `k_sweep`).
@@ -182,6 +261,7 @@ def read_rows(path: str | Path, k_sweep: list[int] | None = None) -> RowsRead:
                     return RowsRead(rows, f"{path.name} line {lineno} is truncated (interrupted write?); "
                                           f"using the {len(rows)} complete rows", pos)
                 raise RowError(f"{path.name} line {lineno} is not valid JSON")
-            rows.append(ResultRow.from_dict(obj, f"{path.name} line {lineno}", k_sweep))
+            margin = manifest_margin(path.parent) if full_margin is None else full_margin
+            rows.append(ResultRow.from_dict(obj, f"{path.name} line {lineno}", k_sweep, margin))
         pos = len(data) if end < 0 else end + 1
     return RowsRead(rows, None, len(data))

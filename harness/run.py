@@ -25,11 +25,11 @@ from attacks import FULL, Target, get_attack
 from sparse import SparseConfig, get_sparse_method
 from tasks import SuiteError, build_context, load_suite, needle_token_span, needs_tokenizer
 from tasks.needle import DEFAULT_DEPTHS
-from tasks.outcomes import classify
+from tasks.outcomes import classify, confident, draw_class
 
 from .errors import UsageError
 from .options import NOT_RESULT_KEYS, resolve
-from .results import ATTACKED, NOT_VERIFIED, SKIP_FULL_WRONG, SKIPPED, UNVERIFIABLE, VERIFIED, ResultRow
+from .results import ATTACKED, SKIP_FULL_WRONG, SKIPPED, VERIFIED, ResultRow, outcome_maps, verification
 from .store import RunStore
 from .wandb_log import WandbLogger
 
@@ -93,29 +93,13 @@ def k_for_density(cfg: SparseConfig, density: float, n_blocks: int) -> int:
     return min(range(1, n_blocks + 1), key=lambda k: (abs(kept_blocks(cfg, k, n_blocks) / n_blocks - density), k))
 
 
-def verification(scores: dict, ks: list[int], k_attack: int, density: dict[str, float]) -> tuple[str, bool]:
-    """(verified status, monotone) of a successful attack.
-
-    Verified: correct again at the largest swept k above k_attack that is still sparse
-    (keeps fewer blocks than the answer position has). Without such a k the flip cannot
-    be told from noise by the sweep: "unverifiable". Monotone: wrong at every swept
-    k <= k_attack."""
-    sparse_ks = [k for k in ks if k > k_attack and density[str(k)] < 1.0]
-    if not sparse_ks:
-        status = UNVERIFIABLE
-    else:
-        status = VERIFIED if scores[str(max(sparse_ks))].correct else NOT_VERIFIED
-    monotone = all(not scores[str(k)].correct for k in ks if k <= k_attack)
-    return status, monotone
-
-
-def _outcomes(scores: dict, ks, full_margin: float) -> tuple[dict[str, bool], dict[str, dict]]:
-    flips, classes = {}, {}
-    for k in ks:
-        outcome = classify(scores[FULL], scores[str(k)], full_margin)
-        flips[str(k)] = outcome.flip
-        classes[str(k)] = outcome.to_dict()
-    return flips, classes
+def draw_counts(draws: list[dict]) -> dict:
+    """Per-draw classes of an attack as counts: sparse-only flips, full attention also
+    not right, both right (`tasks.outcomes.draw_class` on the answer classes)."""
+    counts = {"n": len(draws), "sparse_only": 0, "full_wrong": 0, "both_right": 0}
+    for d in draws:
+        counts[draw_class(d["full"], d["sparse"])] += 1
+    return counts
 
 
 def seed_k_record(target: Target, prepared, row: ResultRow, margin: float) -> dict:
@@ -137,7 +121,7 @@ def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> tu
     start = time.perf_counter()
     seed = item_seed(opts["seed"], item.id)
     margin = opts["full_margin"]
-    context = "" if item.needle_span is not None else \
+    context = "" if item.group is not None else \
         build_context(opts["context"], target.tokenizer, opts["context_tokens"], seed=seed)
     prepared = target.prepare(item, context)
     ks, density_ks = opts["k_sweep"], None
@@ -146,30 +130,36 @@ def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> tu
         density_ks = {str(d): k_for_density(target.sparse, d, n_blocks) for d in opts["density_sweep"]}
         ks = sorted(set(ks) | set(density_ks.values()))
     natural = target.sweep(prepared, [], ks)
-    natural_flipped, natural_classes = _outcomes(natural, ks, margin)
+    natural_flipped, natural_classes = outcome_maps(natural, margin)
     row = ResultRow(item_id=item.id, question=item.question, answer=item.answer, status=ATTACKED, skip_reason=None,
                     natural=natural, natural_flipped=natural_flipped, attack=opts["attack"],
-                    k_attack=opts["k_attack"], natural_outcomes=natural_classes, density_ks=density_ks)
+                    k_attack=opts["k_attack"], natural_outcomes=natural_classes, density_ks=density_ks,
+                    confident=confident(natural[FULL], margin))
     needle = None
     if item.needle_span is not None:
         needle = needle_token_span(target.tokenizer, item, context)
         row.needle = {"depth": item.depth, "group": item.group, "token_span": list(needle)}
+    elif item.group is not None:  # an absent-needle question: its context holds no answer
+        row.needle = {"depth": None, "group": item.group, "token_span": None, "absent": True}
     row.attribution = {"natural": target.attribution(prepared, [], ks, needle)}
     trace: list[dict] = []
     adv_ids: list[int] = []
-    if not natural[FULL].correct:
+    if not row.confident:
         row.status, row.skip_reason = SKIPPED, SKIP_FULL_WRONG
     else:
         result = spec.run(target, prepared, attack_cfg, seed, progress=progress)
-        scores = target.sweep(prepared, result.adv_ids, ks) if result.adv_ids else natural
-        flipped, classes = _outcomes(scores, ks, margin)
+        placed = result.prepared or prepared  # `far` puts its tokens elsewhere in the prompt
+        scores = target.sweep(placed, result.adv_ids, ks) if result.adv_ids else natural
+        flipped, classes = outcome_maps(scores, margin)
         adv_ids = result.adv_ids
         row.adv_ids, row.adv_text, row.steps = result.adv_ids, result.adv_text, result.steps
         row.success = result.success and classify(scores[FULL], scores[str(opts["k_attack"])], margin).success
         row.scores, row.flipped, row.outcomes = scores, flipped, classes
-        if result.adv_ids:
+        row.draws = draw_counts(result.draws)
+        if result.adv_ids and result.prepared is None:
             row.attribution["adversarial"] = target.attribution(prepared, result.adv_ids, ks, needle)
         trace = result.trace
+        prepared = placed
     if opts["minimal_k"]:
         row.minimal_k = seed_k_record(target, prepared, row, margin)
     row.answer_blocks, row.density = answer_geometry(len(prepared.prompt_ids(adv_ids)), target.sparse, ks)
@@ -180,40 +170,71 @@ def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> tu
     return row, trace
 
 
+def _ci(low: float, high: float) -> str:
+    return f"[{low:.3f}, {high:.3f}]"
+
+
+def _direction_line(name: str, table: dict) -> str:
+    yes, no, balanced = table["yes"], table["no"], table["balanced"]
+    rate = "-" if balanced["rate"] is None else f"{balanced['rate']:.3f} {_ci(balanced['low'], balanced['high'])}"
+    return (f"{name} flips by gold answer: yes->no/neither {yes['count']}/{yes['n']}, "
+            f"no->yes/neither {no['count']}/{no['n']}; balanced flip rate {rate}")
+
+
 def format_table(summary: dict) -> str:
-    """The summary as a plain-text table: flip rate with its interval, strict flips and
-    breakdowns (when recorded), natural flip rate and density per k."""
+    """The summary as a plain-text table: flip rate with its Wilson and cluster intervals,
+    its strict / breakdown split (they add up to the flips), the natural flip rate and the
+    density per k; then attack success, directions, densities and per-draw rates."""
     natural = {e["k"]: e for e in summary["natural_per_k"]}
     classes = summary.get("outcomes_per_k")
     density = {e["k"]: e["density"] for e in summary.get("density_per_k", [])}
-    head = f"{'k':>4}  {'density':>7}  {'flip rate':>9}  {'95% CI':>15}"
+    head = f"{'k':>4}  {'density':>7}  {'flip rate':>9}  {'Wilson 95%':>15}  {'cluster 95%':>15}"
     if classes:
         head += f"  {'strict':>6}  {'breakdown':>9}"
     lines = [head + f"  {'natural':>7}  {'n':>4}"]
     for i, e in enumerate(summary["per_k"]):
         d = density.get(e["k"])
         line = f"{e['k']:>4}  {'-' if d is None else f'{d:.3f}':>7}  {e['flip_rate']:>9.3f}  " \
-               f"[{e['ci_low']:.3f}, {e['ci_high']:.3f}]"
+               f"{_ci(e['ci_low'], e['ci_high']):>15}  {_ci(e['cluster_low'], e['cluster_high']):>15}"
         if classes:
-            line += f"  {classes['strict'][i]['rate']:>6.3f}  {classes['breakdown'][i]['rate']:>9.3f}"
+            line += f"  {classes['strict'][i]['count']:>6}  {classes['breakdown'][i]['count']:>9}"
         mark = "  <- k_attack" if e["k"] == summary["k_attack"] else ""
         lines.append(line + f"  {natural[e['k']]['flip_rate']:>7.3f}  {e['n']:>4}{mark}")
     n = summary["n_attacked"]
+    success = summary["success"]
     verified = f"verified {summary['n_verified']}"
     if "n_unverifiable" in summary:
         verified += f", unverifiable {summary['n_unverifiable']}, monotone {summary['n_monotone']}"
-    lines.append(f"attack success: {summary['n_success']}/{n} ({verified}), "
-                 f"skipped: {summary['n_skipped']} of {summary['n_items']} items")
+    lines.append(f"attack success: {summary['n_success']}/{n} {_ci(success['ci_low'], success['ci_high'])} Wilson, "
+                 f"{_ci(success['cluster_low'], success['cluster_high'])} over {success['clusters']} contexts "
+                 f"({verified}); skipped: {summary['n_skipped']} of {summary['n_items']} items")
+    draws = summary.get("draws")
+    if draws:
+        lines.append(f"per draw ({draws['n']} insertions): sparse-only flip {draws['sparse_only']['rate']:.3f}, "
+                     f"full attention also not right {draws['full_wrong']['rate']:.3f}, "
+                     f"both right {draws['both_right']['rate']:.3f}")
+    for name, table in summary["direction"].items():
+        lines.append(_direction_line(f"{name} (k={summary['k_attack']})", table))
     for e in summary.get("per_density", []):
-        lines.append(f"density {e['density']:.3f} (median k {e['k_median']}): flip rate {e['flip_rate']:.3f} "
-                     f"[{e['ci_low']:.3f}, {e['ci_high']:.3f}], natural {e['natural']['rate']:.3f}, n {e['n']}")
+        nat = e["natural"]
+        lines.append(f"density {e['density']:.3f} (median k {e['k_median']}, achieved {e['density_achieved'] or 0:.3f}): "
+                     f"flip rate {e['flip_rate']:.3f} {_ci(e['ci_low'], e['ci_high'])}, cluster "
+                     f"{_ci(e['cluster_low'], e['cluster_high'])}, strict {e['strict']['count']} + breakdown "
+                     f"{e['breakdown']['count']}; natural {nat['flip_rate']:.3f} "
+                     f"{_ci(nat['cluster_low'], nat['cluster_high'])} ({nat['strict']['count']} + "
+                     f"{nat['breakdown']['count']}), n {e['n']}")
+    margins = summary.get("full_margin_of_counted")
+    if margins:
+        lines.append(f"full attention P(a) - P(ā) on counted items: min {margins['min']:.3f}, median "
+                     f"{margins['median']:.3f}, {margins['below_0.2']}/{margins['n']} below 0.2")
     seed_k = summary.get("seed_k")
     if seed_k:
         flips = seed_k["flip_at_clean_k"]
         lines.append(f"seed k (binary search, next 2 tokens): median {seed_k['median_clean']} clean, "
                      f"{seed_k['median_adversarial']} adversarial; flips at the clean prompt's k: "
                      f"{flips['count']}/{flips['n']} [{flips['ci_low']:.3f}, {flips['ci_high']:.3f}]")
-    lines.append("density: kept / causal key blocks at the answer position (mean over items)")
+    lines.append("density: kept / causal key blocks at the answer position (mean over items); cluster intervals "
+                 "resample contexts; a flip is a strict flip or a breakdown (docs/results-schema.md)")
     return "\n".join(lines)
 
 
@@ -221,7 +242,8 @@ def _items(opts: dict, tokenizer) -> list:
     """The suite's items; generated suites (needle) are sized with the model's tokenizer."""
     try:
         return load_suite(opts["suite"], opts["limit"], tokenizer=tokenizer, context_tokens=opts["context_tokens"],
-                          depths=opts["depth"] or DEFAULT_DEPTHS, seed=opts["seed"])
+                          depths=opts["depth"] or DEFAULT_DEPTHS, seed=opts["seed"], absent=opts["absent"],
+                          balance=opts["balance"])
     except SuiteError as exc:
         raise UsageError(str(exc)) from None
 

@@ -10,31 +10,13 @@ small and often 0 or n, where the normal interval collapses to a point.
 
 from __future__ import annotations
 
-import math
 import statistics
 
+from .intervals import cluster_bootstrap, cluster_of, direction_table, wilson  # noqa: F401 (wilson: re-export)
 from .results import SKIPPED, UNVERIFIABLE, ResultRow
 
-Z95 = 1.959964  # two-sided 95% normal quantile
 # Counts of summary.json that add up when runs are pooled (the leaderboard, W&B summaries).
 COUNT_KEYS = ("n_success", "n_verified", "n_items", "n_skipped", "n_attacked")
-
-
-def wilson(n_success: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for n_success out of n; (0.0, 1.0) when n == 0 (nothing known)."""
-    if n < 0 or n_success < 0 or n_success > n:
-        raise ValueError(f"wilson: need 0 <= n_success <= n, got n_success={n_success}, n={n}")
-    if n == 0:
-        return 0.0, 1.0
-    p = n_success / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    center = (p + z2 / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n))
-    # At p = 0 or 1 the bound is exact in theory; clamp away the rounding error.
-    low = 0.0 if n_success == 0 else max(0.0, center - half)
-    high = 1.0 if n_success == n else min(1.0, center + half)
-    return low, high
 
 
 def rate_with_ci(n_success: int, n: int) -> dict:
@@ -54,8 +36,9 @@ def _flag(mapping, k: int) -> bool:
     return bool((mapping or {}).get(str(k), False))
 
 
-# Outcome classes counted per k (tasks.outcomes.Outcome), from rows that record them.
-OUTCOME_CLASSES = ("strict", "breakdown", "seed")
+# Outcome classes counted per k (tasks.outcomes.Outcome): strict + breakdown = flips;
+# paper_criterion is the seed paper's greedy-token column.
+OUTCOME_CLASSES = ("strict", "breakdown", "paper_criterion")
 
 
 def _class_rates(rows: list[ResultRow], ks: list[int], field: str) -> dict:
@@ -77,18 +60,66 @@ def _mean_density(rows: list[ResultRow], k: int) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def clustered(flags: list[bool], rows: list[ResultRow]) -> dict:
+    """Cluster-bootstrap 95% bounds of a rate (items sharing a context are one cluster)."""
+    interval = cluster_bootstrap(flags, [cluster_of(r) for r in rows])
+    return {"cluster_low": interval.low, "cluster_high": interval.high, "clusters": interval.clusters}
+
+
+def _class_flag(outcomes, k, name: str) -> bool:
+    return bool(((outcomes or {}).get(str(k)) or {}).get(name))
+
+
+def directions(flags: list[bool], rows: list[ResultRow]) -> dict:
+    """`direction_table` over the rows with a yes/no gold answer (every suite's; hand-built rows may lack one)."""
+    return direction_table([(f, r.answer, cluster_of(r)) for f, r in zip(flags, rows) if r.answer in ("yes", "no")])
+
+
+def flip_record(rows: list[ResultRow], flips_field: str, outcomes_field: str, k_of) -> dict:
+    """Flip rate with Wilson and cluster intervals, its strict/breakdown split and the
+    direction table, each item at its own k (`k_of(row)`)."""
+    flags = [_flag(getattr(r, flips_field), k_of(r)) for r in rows]
+    strict = [_class_flag(getattr(r, outcomes_field), k_of(r), "strict") for r in rows]
+    breakdown = [_class_flag(getattr(r, outcomes_field), k_of(r), "breakdown") for r in rows]
+    return {**rate_with_ci(sum(flags), len(rows)), **clustered(flags, rows),
+            "strict": proportion(sum(strict), len(rows)), "breakdown": proportion(sum(breakdown), len(rows)),
+            "direction": directions(flags, rows)}
+
+
 def _per_density(rows: list[ResultRow], densities: list[float]) -> list[dict]:
     """Flip and natural flip rates at each density, each item scored at its own k for it."""
     out = []
     for d in densities:
         ks = {r.item_id: r.density_ks[str(d)] for r in rows if r.density_ks and str(d) in r.density_ks}
         measured = [r for r in rows if r.item_id in ks]
-        flips = sum(_flag(r.flipped, ks[r.item_id]) for r in measured)
-        natural = sum(_flag(r.natural_flipped, ks[r.item_id]) for r in measured)
+        achieved = [r.density[str(ks[r.item_id])] for r in measured if r.density and str(ks[r.item_id]) in r.density]
         out.append({"density": d, "k_median": statistics.median(ks.values()) if ks else None,
-                    **rate_with_ci(flips, len(measured)),
-                    "natural": proportion(natural, len(measured))})
+                    "density_achieved": _mean(achieved),
+                    **flip_record(measured, "flipped", "outcomes", lambda r: ks[r.item_id]),
+                    "natural": flip_record(measured, "natural_flipped", "natural_outcomes",
+                                           lambda r: ks[r.item_id])})
     return out
+
+
+def _draws(rows: list[ResultRow]) -> dict | None:
+    """Per-draw classes of the attack, summed over items: how often one insertion flips
+    sparse attention only, breaks full attention too, or leaves both right."""
+    records = [r.draws for r in rows if r.draws]
+    if not records:
+        return None
+    n = sum(d["n"] for d in records)
+    return {"n": n, **{name: proportion(sum(d[name] for d in records), n)
+                       for name in ("sparse_only", "full_wrong", "both_right")}}
+
+
+def _margins(rows: list[ResultRow]) -> dict | None:
+    """Full attention's P(a) - P(ā) on the counted items: a near-tie is not a confident answer."""
+    values = sorted(r.natural["full"].margin for r in rows if "full" in (r.natural or {}))
+    if not values:
+        return None
+    quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return {"min": values[0], "q1": quartiles[0], "median": quartiles[1], "q3": quartiles[2],
+            "below_0.2": sum(v < 0.2 for v in values), "n": len(values)}
 
 
 def _mean(values) -> float | None:
@@ -126,17 +157,19 @@ def summarize(rows: list[ResultRow], k_attack: int, k_sweep: list[int],
               density_sweep: list[float] | None = None) -> dict:
     """summary.json from results.jsonl rows, as docs/results-schema.md defines it.
 
-    Rates are over attacked rows only (full attention answers those correctly
-    without adversarial tokens); skipped rows count in n_items and n_skipped.
-    Outcome classes and densities are summarised over the rows that record them.
+    Rates are over counted rows only (attacked, and full attention answers them right
+    by the run's --full-margin without adversarial tokens); skipped rows count in
+    n_items and n_skipped. Densities are summarised over the rows that record them.
     """
     ks = sorted({int(k) for k in k_sweep})
-    attacked = [r for r in rows if r.attacked]
+    attacked = [r for r in rows if r.counted]
     n = len(attacked)
     per_k, natural_per_k = [], []
     for k in ks:
-        per_k.append({"k": k, **rate_with_ci(sum(_flag(r.flipped, k) for r in attacked), n)})
-        natural_per_k.append({"k": k, **rate_with_ci(sum(_flag(r.natural_flipped, k) for r in attacked), n)})
+        flags = [_flag(r.flipped, k) for r in attacked]
+        natural = [_flag(r.natural_flipped, k) for r in attacked]
+        per_k.append({"k": k, **rate_with_ci(sum(flags), n), **clustered(flags, attacked)})
+        natural_per_k.append({"k": k, **rate_with_ci(sum(natural), n), **clustered(natural, attacked)})
     successes = [r for r in attacked if r.success]
     steps = [r.steps for r in successes if r.steps is not None]
     n_natural = sum(_flag(r.natural_flipped, k_attack) for r in attacked)
@@ -153,7 +186,17 @@ def summarize(rows: list[ResultRow], k_attack: int, k_sweep: list[int],
         "n_items": len(rows),
         "n_skipped": sum(1 for r in rows if r.status == SKIPPED),
         "n_attacked": n,
+        "n_not_confident": sum(1 for r in rows if r.attacked and not r.counted),
+        "success": {**proportion(len(successes), n), **clustered([r.success for r in attacked], attacked)},
+        "direction": {"adversarial": directions([_flag(r.flipped, k_attack) for r in attacked], attacked),
+                      "natural": directions([_flag(r.natural_flipped, k_attack) for r in attacked], attacked)},
     }
+    draws = _draws(attacked)
+    if draws:
+        summary["draws"] = draws
+    margins = _margins(attacked)
+    if margins:
+        summary["full_margin_of_counted"] = margins
     if any(r.outcomes or r.natural_outcomes for r in attacked):
         summary["outcomes_per_k"] = _class_rates(attacked, ks, "outcomes")
         summary["natural_outcomes_per_k"] = _class_rates(attacked, ks, "natural_outcomes")

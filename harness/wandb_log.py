@@ -13,6 +13,8 @@ import os
 import warnings
 from pathlib import Path
 
+from tasks.outcomes import OUTCOME_NAMES
+
 
 class WandbLogger:
     def __init__(self, mode: str, project: str, manifest: dict, out_dir: Path):
@@ -100,14 +102,11 @@ class WandbLogger:
 
 
 def _outcome_name(row, k: int) -> str | None:
-    """strict / breakdown / flip / none for the adversarial prompt at k (None when not attacked)."""
+    """kept / strict flip / breakdown for the adversarial prompt at k (None when not counted)."""
     if not row.scores:
         return None
-    classes = (row.outcomes or {}).get(str(k)) or {}
-    for name in ("strict", "breakdown"):
-        if classes.get(name):
-            return name
-    return "flip" if (row.flipped or {}).get(str(k)) else "none"
+    cls = ((row.outcomes or {}).get(str(k)) or {}).get("class")
+    return OUTCOME_NAMES.get(cls)
 
 
 def _run_id(out_dir: Path) -> str:

@@ -9,11 +9,17 @@ experiment: only `seed` (replicates) and `limit` (how many items) may differ,
 anything else (suite, n_adv, steps, k_attack, ...) is an error naming both runs.
 An item measured twice with the same seed (overlapping `limit`s) counts once.
 
-Ranking: lower flip rate at the reference k = more robust. Ties go to the lower
-upper bound (more evidence), then to more items. Next to it every entry carries its
-strict-flip and breakdown rates (docs/results-schema.md), the mean density at the
-reference k, and a paired comparison with the best-ranked entry measured on the same
-items (`leaderboard.paired`: McNemar's exact test).
+Ranking: lower flip rate at the reference density = more robust. Methods keep their
+budget in different units (k blocks, a share, reserved sink and local blocks), so
+entries are compared at equal compute: every item is read at the k whose kept / causal
+key blocks at the answer position is nearest the reference density (the k a
+`--density-sweep` run scored for it, else the nearest swept k), and an entry whose items
+cannot all be read within `tolerance` of it is *not comparable* at that density: shown,
+never ranked. (`--ref-k` compares at equal k instead, which is not equal compute.) Ties
+go to the lower upper bound (more evidence), then to more items. Next to it every entry
+carries its strict-flip and breakdown rates (docs/results-schema.md: they add up to the
+flips), the achieved density, and a paired comparison with the best-ranked entry
+measured on the same items (`leaderboard.paired`: McNemar's exact test).
 """
 
 from __future__ import annotations
@@ -112,6 +118,14 @@ def _add(summaries: list[dict], k_attack: int, ks: list[int]) -> dict:
                     by_k[int(e["k"])][0] += int(e["n_flipped"])
                     by_k[int(e["k"])][1] += int(e["n"])
         pooled[name] = [{"k": k, **rate_with_ci(*by_k[k])} for k in ks]
+    weighted = {k: [0.0, 0] for k in ks}  # mean density per k, weighted by items
+    for s in summaries:
+        n_items = int(s["n_attacked"])
+        for e in s.get("density_per_k") or []:
+            if int(e["k"]) in weighted and e.get("density") is not None:
+                weighted[int(e["k"])][0] += e["density"] * n_items
+                weighted[int(e["k"])][1] += n_items
+    pooled["density_per_k"] = {k: (total_d / n_d if n_d else None) for k, (total_d, n_d) in weighted.items()}
     n = total["n_attacked"]
     pooled.update(total)
     pooled["attack_success_rate"] = total["n_success"] / n if n else 0.0
@@ -128,7 +142,7 @@ def merge_entry(runs: list[Run], warnings: list[str]) -> dict:
     summaries = [summarize(kept[r.name], k_attack, ks) if r.rows is not None else r.summary for r in runs]
     pooled = _add(summaries, k_attack, ks)
     if all(r.rows is not None for r in runs):
-        steps = [row.steps for r in runs for row in kept[r.name] if row.attacked and row.success]
+        steps = [row.steps for r in runs for row in kept[r.name] if row.counted and row.success]
         pooled["median_steps_to_flip"] = statistics.median(steps) if steps else None
     elif len(runs) == 1:
         pooled["median_steps_to_flip"] = runs[0].summary.get("median_steps_to_flip")
@@ -152,32 +166,92 @@ def _class_rate(rows, k: int, field: str, name: str) -> dict | None:
     return proportion(sum(flags), len(flags)) if flags else None
 
 
-def _outcome_columns(pooled: dict, k: int) -> dict:
-    """Strict flips, breakdowns, density and per-item flags at k, from the pooled rows."""
+def k_at_density(row, density: float) -> int | None:
+    """The k at which `row` was scored nearest `density`: the k its density sweep chose, else
+    the swept k whose recorded density is nearest (None without recorded densities)."""
+    chosen = (row.density_ks or {}).get(str(density))
+    if chosen is not None:
+        return int(chosen)
+    if not row.density:
+        return None
+    return int(min(row.density, key=lambda k: (abs(row.density[k] - density), int(k))))
+
+
+def _flag_at(mapping, k: int, name: str | None = None) -> bool | None:
+    value = (mapping or {}).get(str(k))
+    if name is None:
+        return bool(value)
+    return None if value is None else value.get(name)
+
+
+def _rate_of(rows, ks, field: str, name: str | None) -> dict | None:
+    flags = [_flag_at(getattr(row, field), k, name) for row, k in zip(rows, ks)]
+    flags = [f for f in flags if f is not None]
+    return proportion(sum(flags), len(flags)) if flags else None
+
+
+def _summary_columns(pooled: dict, density: float, tolerance: float) -> dict:
+    """Runs read from W&B carry summaries, not rows: the swept k whose pooled mean density is
+    nearest `density` stands for every item (comparable only within `tolerance`)."""
+    known = {k: d for k, d in (pooled.get("density_per_k") or {}).items() if d is not None}
+    empty = {"strict": None, "breakdown": None, "natural_strict": None, "natural_breakdown": None,
+             "density": None, "_items": None, "at": None, "natural_at": None, "comparable": False}
+    if not known:
+        return empty
+    k = min(known, key=lambda kk: (abs(known[kk] - density), kk))
+    if abs(known[k] - density) > tolerance:
+        return {**empty, "density": known[k]}
+    at = next(e for e in pooled["per_k"] if e["k"] == k)
+    nat = next(e for e in pooled["natural_per_k"] if e["k"] == k)
+    return {**empty, "comparable": True, "density": known[k], "at": at, "natural_at": nat, "ref_k_median": k}
+
+
+def _outcome_columns(pooled: dict, k: int | None, density: float | None, tolerance: float) -> dict:
+    """Flip, strict, breakdown and natural rates, achieved density and per-item flags, each
+    item at its own k: `k`, or the k nearest `density` (None: not comparable there)."""
+    empty = {"strict": None, "breakdown": None, "natural_strict": None, "natural_breakdown": None,
+             "density": None, "_items": None, "at": None, "natural_at": None, "comparable": density is None}
     if pooled["_rows"] is None:
-        return {"strict": None, "breakdown": None, "natural_strict": None, "natural_breakdown": None,
-                "density": None, "_items": None}
-    attacked = [(seed, row) for seed, row in pooled["_rows"] if row.attacked]
-    rows = [row for _, row in attacked]
-    densities = [row.density[str(k)] for row in rows if row.density and str(k) in row.density]
+        return _summary_columns(pooled, density, tolerance) if density is not None else empty
+    counted = [(seed, row) for seed, row in pooled["_rows"] if row.counted]
+    rows = [row for _, row in counted]
+    ks = [k if density is None else k_at_density(row, density) for row in rows]
+    achieved = [(row.density or {}).get(str(kk)) for row, kk in zip(rows, ks) if kk is not None]
+    achieved = [a for a in achieved if a is not None]
+    comparable = density is None or (bool(rows) and len(achieved) == len(rows)
+                                     and all(abs(a - density) <= tolerance for a in achieved))
+    if density is not None and not comparable:
+        return {**empty, "comparable": False, "density": sum(achieved) / len(achieved) if achieved else None}
+    flips = [_flag_at(row.flipped, kk) for row, kk in zip(rows, ks)]
+    natural = [_flag_at(row.natural_flipped, kk) for row, kk in zip(rows, ks)]
+    at_density = density is not None  # at a fixed k the pooled per-k counts say it (None off the sweep)
     return {
-        "strict": _class_rate(rows, k, "outcomes", "strict"),
-        "breakdown": _class_rate(rows, k, "outcomes", "breakdown"),
-        "natural_strict": _class_rate(rows, k, "natural_outcomes", "strict"),
-        "natural_breakdown": _class_rate(rows, k, "natural_outcomes", "breakdown"),
-        "density": sum(densities) / len(densities) if densities else None,
-        "_items": {(seed, row.item_id): {"flip": bool((row.flipped or {}).get(str(k))),
-                                         "strict": ((row.outcomes or {}).get(str(k)) or {}).get("strict")}
-                   for seed, row in attacked},
+        "comparable": True,
+        "at": rate_with_ci(sum(flips), len(rows)) if at_density else None,
+        "natural_at": rate_with_ci(sum(natural), len(rows)) if at_density else None,
+        "strict": _rate_of(rows, ks, "outcomes", "strict"),
+        "breakdown": _rate_of(rows, ks, "outcomes", "breakdown"),
+        "natural_strict": _rate_of(rows, ks, "natural_outcomes", "strict"),
+        "natural_breakdown": _rate_of(rows, ks, "natural_outcomes", "breakdown"),
+        "density": sum(achieved) / len(achieved) if achieved else None,
+        "ref_k_median": statistics.median_low(ks) if ks else None,
+        "_items": {(seed, row.item_id): {"flip": f, "strict": _flag_at(row.outcomes, kk, "strict")}
+                   for (seed, row), f, kk in zip(counted, flips, ks)},
     }
 
 
-def _record(pooled: dict, ref_k: int | None) -> dict:
+def _record(pooled: dict, ref_k: int | None, ref_density: float | None, tolerance: float) -> dict:
     config = pooled["config"]
-    k = pooled["k_attack"] if ref_k is None else ref_k
-    at = next((e for e in pooled["per_k"] if e["k"] == k), None)
-    nat = next((e for e in pooled["natural_per_k"] if e["k"] == k), None)
-    record = {"rank": None, "label": entry_label(config), **{key: config[key] for key in ENTRY_KEYS}, "ref_k": k}
+    k = (pooled["k_attack"] if ref_k is None else ref_k) if ref_density is None else None
+    columns = _outcome_columns(pooled, k, ref_density, tolerance)
+    at = next((e for e in pooled["per_k"] if e["k"] == k), None) if columns["at"] is None else columns["at"]
+    nat = next((e for e in pooled["natural_per_k"] if e["k"] == k), None) if columns["natural_at"] is None \
+        else columns["natural_at"]
+    if not columns["comparable"]:
+        at = nat = None
+    shown_k = columns.get("ref_k_median") if k is None else k
+    record = {"rank": None, "label": entry_label(config), **{key: config[key] for key in ENTRY_KEYS},
+              "ref_k": shown_k, "ref_density": ref_density, "comparable": columns["comparable"]}
     record.update({
         "flip_rate": at["flip_rate"] if at else None,
         "ci_low": at["ci_low"] if at else None,
@@ -201,28 +275,34 @@ def _record(pooled: dict, ref_k: int | None) -> dict:
         "seeds": pooled["seeds"],
         "config": config,
     })
-    record.update(_outcome_columns(pooled, k))
+    record.update({key: value for key, value in columns.items() if key not in ("at", "natural_at", "ref_k_median")})
     return record
 
 
 def _sort_key(record: dict) -> tuple:
-    unrankable = record["flip_rate"] is None or record["n"] == 0
+    unrankable = record["flip_rate"] is None or record["n"] == 0 or not record["comparable"]
     if unrankable:
         return (1, 0.0, 0.0, 0, record["label"])
     return (0, record["flip_rate"], record["ci_high"], -record["n"], record["label"])
 
 
-def rank(runs: list[Run], ref_k: int | None, warnings: list[str]) -> list[dict]:
-    """Ranked entry records, most robust first. ref_k None means each entry's own k_attack."""
-    records = [_record(merge_entry(group, warnings), ref_k) for group in group_runs(runs)]
+def rank(runs: list[Run], ref_k: int | None, warnings: list[str], ref_density: float | None = None,
+         tolerance: float = 0.025) -> list[dict]:
+    """Ranked entry records, most robust first: at `ref_density` (within `tolerance`), or at
+    `ref_k` when no density is given (None: each entry's own k_attack)."""
+    records = [_record(merge_entry(group, warnings), ref_k, ref_density, tolerance) for group in group_runs(runs)]
     for r in records:
-        if r["flip_rate"] is None:
+        if not r["comparable"]:
+            achieved = "no recorded density" if r["density"] is None else f"its items reach {r['density']:.3f}"
+            warnings.append(f"{r['label']}: not comparable at density {ref_density} ± {tolerance} ({achieved}); "
+                            "shown, not ranked")
+        elif r["flip_rate"] is None:
             warnings.append(f"{r['label']}: reference k={r['ref_k']} is not in its k_sweep "
                             f"{[e['k'] for e in r['k_sweep']]}; ranked last")
         elif r["n"] == 0:
             warnings.append(f"{r['label']}: no attacked items (full attention answered none correctly); ranked last")
     records.sort(key=_sort_key)
-    for i, r in enumerate(records, start=1):
+    for i, r in enumerate([r for r in records if r["comparable"]], start=1):
         r["rank"] = i
     add_paired(records)
     for r in records:

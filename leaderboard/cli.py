@@ -18,6 +18,9 @@ from .runs import load_runs
 
 DEFAULT_TITLE = "Sparse attention robustness leaderboard"
 OUTPUTS = ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "index.html")
+# Compare at equal compute: a tenth of the causal key blocks at the answer, ± 0.025.
+DEFAULT_DENSITY = 0.1
+DEFAULT_TOLERANCE = 0.025
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,8 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("runs", nargs="*", metavar="RUN_DIR_OR_GLOB",
                    help="run directories (written by harness.run), folders holding runs, or glob patterns")
     b.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (created if missing)")
+    b.add_argument("--ref-density", dest="ref_density", type=float, default=None, metavar="D",
+                   help=f"rank by flip rate at this density, kept / causal key blocks at the answer position "
+                        f"(default {DEFAULT_DENSITY}); entries that cannot be read there are shown, not ranked")
+    b.add_argument("--density-tolerance", dest="tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="T",
+                   help=f"how far an item's achieved density may be from --ref-density (default {DEFAULT_TOLERANCE})")
     b.add_argument("--ref-k", dest="ref_k", type=int, default=None, metavar="K",
-                   help="rank by flip rate at this k (default: each entry's k_attack)")
+                   help="rank at equal k instead of equal density (not equal compute across methods)")
     b.add_argument("--title", default=DEFAULT_TITLE, metavar="TEXT", help=f"page and table title (default: {DEFAULT_TITLE!r})")
     b.add_argument("--from-wandb", dest="from_wandb", metavar="ENTITY/PROJECT", default=None,
                    help="also read finished runs of this W&B project (online; uses their summary counts)")
@@ -64,12 +72,23 @@ def _write_outputs(board: dict, out: Path) -> list[Path]:
 
 
 def build(runs: list[str], out: Path, ref_k: int | None = None, title: str = DEFAULT_TITLE,
-          from_wandb: str | None = None) -> dict:
-    """Read, rank and write; returns the board (what leaderboard.json holds). Raises LeaderboardError."""
+          from_wandb: str | None = None, ref_density: float | None = None,
+          tolerance: float = DEFAULT_TOLERANCE) -> dict:
+    """Read, rank and write; returns the board (what leaderboard.json holds). Raises LeaderboardError.
+
+    Entries are ranked at `ref_density` (default DEFAULT_DENSITY), or at `ref_k` when that is given instead."""
     if not runs and not from_wandb:
         raise LeaderboardError("no runs given: name run directories or glob patterns, or --from-wandb ENTITY/PROJECT")
     if ref_k is not None and ref_k < 1:
         raise LeaderboardError(f"--ref-k must be a positive integer, got {ref_k}")
+    if ref_k is not None and ref_density is not None:
+        raise LeaderboardError("give --ref-density or --ref-k, not both")
+    if ref_k is None and ref_density is None:
+        ref_density = DEFAULT_DENSITY
+    if ref_density is not None and not 0 < ref_density <= 1:
+        raise LeaderboardError(f"--ref-density must be in (0, 1], got {ref_density}")
+    if not 0 <= tolerance < 1:
+        raise LeaderboardError(f"--density-tolerance must be in [0, 1), got {tolerance}")
     if from_wandb:
         from .wandb_source import check_project
 
@@ -93,7 +112,7 @@ def build(runs: list[str], out: Path, ref_k: int | None = None, title: str = DEF
                                    "(see the warnings above)")
         raise LeaderboardError(f"no runs found in {' '.join(runs) or 'the W&B project'}")
     warnings: list[str] = []
-    records = rank(loaded.runs, ref_k, warnings)
+    records = rank(loaded.runs, ref_k, warnings, ref_density, tolerance)
     for message in warnings:
         _log(f"warning: {message}")
     _log(f"{len(loaded.runs)} run(s) -> {len(records)} entr{'y' if len(records) == 1 else 'ies'}"
@@ -102,7 +121,11 @@ def build(runs: list[str], out: Path, ref_k: int | None = None, title: str = DEF
         "title": title,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "ref_k": ref_k,
-        "ranking": "ascending flip rate at ref_k (null: each entry's k_attack); lower is more robust",
+        "ref_density": ref_density,
+        "density_tolerance": tolerance if ref_density is not None else None,
+        "ranking": ("ascending flip rate at ref_density (each item at the k nearest it; entries off it by more "
+                    "than density_tolerance are not comparable and not ranked)" if ref_density is not None else
+                    "ascending flip rate at ref_k (null: each entry's k_attack); lower is more robust"),
         "entries": records,
         "skipped": [{"run": name, "reason": reason} for name, reason in loaded.skipped],
         "warnings": loaded.warnings + warnings,
@@ -119,7 +142,8 @@ def build(runs: list[str], out: Path, ref_k: int | None = None, title: str = DEF
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        build(args.runs, args.out, ref_k=args.ref_k, title=args.title, from_wandb=args.from_wandb)
+        build(args.runs, args.out, ref_k=args.ref_k, title=args.title, from_wandb=args.from_wandb,
+              ref_density=args.ref_density, tolerance=args.tolerance)
     except LeaderboardError as exc:
         print(f"leaderboard: error: {exc}", file=sys.stderr)
         return 2

@@ -6,26 +6,16 @@ items. McNemar's exact test uses only the discordant items (b: flipped under A o
 c: under B only): under the null each is equally likely, so the two-sided p-value is
 2 * P(Binomial(b + c, 1/2) <= min(b, c)), capped at 1. Entries are *comparable* when
 they hold the same items (the same (seed, item id) pairs, all with rows) on the same
-model, suite and context; otherwise nothing is claimed.
+model, suite and context; otherwise nothing is claimed. The test itself is
+`harness.intervals.mcnemar_exact`, shared with `harness.compare`.
 """
 
 from __future__ import annotations
 
-import math
+from harness.intervals import mcnemar_exact
 
 # Config fields that must agree for two entries to share their prompts.
 PROMPT_KEYS = ("model", "suite", "context", "context_tokens", "n_adv", "depth", "full_margin")
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value for b and c discordant items (1.0 when there are none)."""
-    if b < 0 or c < 0:
-        raise ValueError(f"discordant counts must be >= 0, got b={b}, c={c}")
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 def _flags(record: dict, name: str) -> dict | None:
@@ -54,7 +44,7 @@ def add_paired(records: list[dict]) -> None:
     """Give every ranked record `paired`: its flip and strict-flip comparison with the best-ranked
     other comparable entry (None when no entry shares its items)."""
     for r in records:
-        others = [o for o in records if o is not r and comparable(r, o)]
+        others = [o for o in records if o is not r and o["rank"] is not None and comparable(r, o)]
         if not others:
             r["paired"] = None
             continue

@@ -83,7 +83,7 @@ def _svg(r: dict, width: int = 210, height: int = 112) -> str:
 # header, tooltip, sort type ("num"/"text"/None), cell -> (inner html, sort value)
 COLUMNS = [
     ("Rank", "Rank by flip rate at the reference k (1 = most robust)", "num",
-     lambda r: (str(r["rank"]), str(r["rank"]))),
+     lambda r: ("n.c." if r["rank"] is None else str(r["rank"]), _num(r["rank"]))),
     ("Model", "Model", "text", lambda r: (E(str(r["model"])), str(r["model"]))),
     ("Method", "Sparse attention method", "text", lambda r: (E(str(r["method"])), str(r["method"]))),
     ("Attack", "Attack", "text", lambda r: (E(str(r["attack"])), str(r["attack"]))),

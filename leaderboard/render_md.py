@@ -24,7 +24,7 @@ def escape(text) -> str:
 def cells(r: dict) -> list[str]:
     natural = f"{fmt.rate((r['natural_strict'] or {}).get('rate'))} / " \
               f"{fmt.rate((r['natural_breakdown'] or {}).get('rate'))}" if r["natural_strict"] else "n/a"
-    return [str(r["rank"]), escape(r["model"]), escape(r["method"]), escape(r["attack"]), fmt.blocks(r),
+    return ["n.c." if r["rank"] is None else str(r["rank"]), escape(r["model"]), escape(r["method"]), escape(r["attack"]), fmt.blocks(r),
             str(r["dense_layers"]), str(r["context_tokens"]), str(r["ref_k"]), fmt.rate(r["density"]),
             fmt.rate_ci(r), fmt.count(r["n_flipped"], r["n"]), fmt.proportion(r["strict"]),
             fmt.proportion(r["breakdown"]), fmt.rate(r["natural_flip_rate"]), natural,
@@ -33,7 +33,10 @@ def cells(r: dict) -> list[str]:
 
 
 def ref_k_phrase(board: dict) -> str:
-    return "each entry's attack k (k_attack)" if board["ref_k"] is None else f"k = {board['ref_k']}"
+    if board.get("ref_density") is not None:
+        return (f"density {board['ref_density']} ± {board['density_tolerance']} (each item at the k nearest it; "
+                "n.c.: not comparable there, not ranked)")
+    return "each entry's attack k (k_attack)" if board["ref_k"] is None else f"k = {board['ref_k']} (equal k, not equal compute)"
 
 
 def render(board: dict) -> str:
@@ -45,15 +48,16 @@ def render(board: dict) -> str:
     lines += ["| " + " | ".join(cells(r)) + " |" for r in records]
     lines += [
         "",
-        "*Flip*: full attention answers correctly and sparse attention at k answers wrongly, on the same "
-        "prompt with the attack's adversarial tokens. *n*: items full attention answers correctly without "
-        "adversarial tokens (the others are skipped). *Flip rate*: flipped/n at the k column, with a Wilson 95% "
-        "interval. *Natural flip rate*: the same without adversarial tokens. *Attack success*: share of items "
+        "*Flip*: full attention answers correctly and sparse attention at k does not (the correct answer is "
+        "no longer the most probable of correct, wrong and neither), on the same prompt with the attack's "
+        "adversarial tokens; every flip is a strict flip or a breakdown. *n*: items full attention answers "
+        "correctly by the run's --full-margin without adversarial tokens (the others are skipped). *k*: the "
+        "reference k (at a reference density: the median of the items' k). *Flip rate*: flipped/n, with a "
+        "Wilson 95% interval. *Natural flip rate*: the same without adversarial tokens. *Attack success*: share of items "
         "where the attack found a flip at its own k (k_attack). *Median steps*: candidates/steps until the first "
         "flip, over successful items. *Flip rate by k*: k: flip rate over the k sweep. *Density*: mean kept / "
-        "causal key blocks at the answer position at k. *Strict flips*: full attention right by at least the "
-        "run's --full-margin and the sparse greedy token a wrong answer; *breakdowns*: the sparse greedy token "
-        "is neither answer (n/a for runs written before these were recorded). *Paired*: difference in flip rate "
+        "causal key blocks at the answer position at the items' k. *Strict flips*: the wrong answer is the most "
+        "probable; *breakdowns*: neither answer is (docs/results-schema.md). *Paired*: difference in flip rate "
         "to the best-ranked entry measured on the same items (same model, suite, context and seeds), McNemar's "
         "exact p-value and the discordant items (flipped here only : there only); *not comparable* when no "
         "other entry shares the items. Overlapping intervals and p >= 0.05 mean the data do not separate "

@@ -11,9 +11,22 @@ span once tokenised), so a flip can be traced to the blocks a method dropped.
 Items come in *groups* that share one context with one needle per requested depth
 (different people), so a depth sweep costs one prefix forward per attention mode.
 Items are ordered group by group, depth by depth, so `--limit` keeps every depth.
-Half the questions ask about the stated value (yes), half about another value of the
-same attribute (no), balanced within every depth. Everything is drawn from one
-`random.Random(seed)`: the same seed and tokenizer give byte-identical items.
+
+**Absent needles** (`absent` per context): questions about a person the context never
+mentions, asked about an attribute the context does state for others ("Is Hugo's lamp
+green?" beside "Maria's lamp is green."). The asked fact is not in the context, so the
+answer is "no"; without them "no" would only ever be answered against a contradicting
+needle. They carry no needle span or depth, and come after the group's needle items.
+
+**Balance.** A present needle is asked about its stated value (yes) or about another
+value of its attribute (no). With `balance` on (the harness default for this suite) the
+number of yes questions per group is half the group's items (alternating the odd one
+between groups), and which needles get them rotates with the group, so yes and no are
+equally frequent overall and at every depth, absent items included. With it off, needle
+j of group g asks yes when g + j is even (the first release's rule; the depth in the
+middle then always has the other answer). Everything is drawn from one
+`random.Random(seed)`: the same seed and tokenizer give byte-identical items, and with
+`absent=0, balance=False` exactly the items of the first release.
 
 Precision (SmolLM2 tokenizer, 3 or 5 depths, 20 seeds): a context is within -7..+10 tokens of
 `context_tokens`; a needle starts on a sentence boundary, so its realised depth (tokens
@@ -62,9 +75,19 @@ ATTRIBUTES = tuple(
 DEFAULT_DEPTHS = (0.1, 0.5, 0.9)
 DISTRACTORS_PER_100_TOKENS = 1.0
 MIN_CONTEXT_TOKENS = 64
+MAX_ABSENT = 8  # absent people per context; the context names at most 2 * len(depths) + distractors others
 
 
-def _check(n_items: int, context_tokens: int, depths) -> tuple[float, ...]:
+def yes_needles(group: int, n_needles: int, absent: int, balance: bool) -> set[int]:
+    """Indices of the group's needles asked about their stated value (answer yes)."""
+    if not balance:
+        return {j for j in range(n_needles) if (group + j) % 2 == 0}
+    n_items = n_needles + absent
+    n_yes = min(n_needles, (n_items + group % 2) // 2)
+    return {(group + t) % n_needles for t in range(n_yes)}
+
+
+def _check(n_items: int, context_tokens: int, depths, absent: int = 0) -> tuple[float, ...]:
     depths = tuple(float(d) for d in depths)
     if not depths:
         raise ValueError("needle: give at least one depth, e.g. 0.1,0.5,0.9")
@@ -80,6 +103,9 @@ def _check(n_items: int, context_tokens: int, depths) -> tuple[float, ...]:
         raise ValueError(f"needle: n_items must be >= 1, got {n_items}")
     if len(depths) > len(NAMES) // 2:
         raise ValueError(f"needle: at most {len(NAMES) // 2} depths per context")
+    if isinstance(absent, bool) or not isinstance(absent, int) or not 0 <= absent <= MAX_ABSENT:
+        raise ValueError(f"needle: absent must be an integer in [0, {MAX_ABSENT}] (absent-needle questions per "
+                         f"context), got {absent!r}")
     return depths
 
 
@@ -87,7 +113,8 @@ def _n_tokens(tokenizer, text: str) -> int:
     return len(tokenizer.encode(text, add_special_tokens=False))
 
 
-def _group(tokenizer, rng: random.Random, group: int, context_tokens: int, depths, seed: int) -> list[TaskItem]:
+def _group(tokenizer, rng: random.Random, group: int, context_tokens: int, depths, seed: int, absent: int = 0,
+           balance: bool = False) -> list[TaskItem]:
     """One shared context with a needle at every depth, and one question per needle."""
     people = rng.sample(NAMES, len(NAMES))
     targets, others = people[: len(depths)], people[len(depths):]
@@ -126,9 +153,10 @@ def _group(tokenizer, rng: random.Random, group: int, context_tokens: int, depth
         body.insert(slot + shift, needles[j])
     context = " ".join(body) + SEPARATOR
     items = []
+    yes_set = yes_needles(group, len(depths), absent, balance)
     for j, ((name, attribute, value), depth) in enumerate(zip(facts, depths)):
         start = context.index(needles[j])
-        yes = (group + j) % 2 == 0
+        yes = j in yes_set
         asked = value if yes else rng.choice([v for v in attribute.values if v != value])
         items.append(TaskItem(
             id=f"needle-{seed}-{context_tokens}-g{group:03d}-d{depth:g}",
@@ -136,20 +164,29 @@ def _group(tokenizer, rng: random.Random, group: int, context_tokens: int, depth
             context=context, needle_span=(start, start + len(needles[j])), depth=depth,
             group=f"needle-{seed}-{context_tokens}-g{group:03d}",
         ))
+    mentioned = set(targets) | set(others[:n_distractors])
+    strangers = [p for p in people if p not in mentioned and p not in context]
+    for i, name in enumerate(strangers[:absent]):
+        attribute = facts[i % len(facts)][1]  # an attribute the context states, for other people
+        items.append(TaskItem(
+            id=f"needle-{seed}-{context_tokens}-g{group:03d}-absent{i}",
+            question=attribute.question.format(name=name, value=rng.choice(attribute.values)), answer="no",
+            context=context, group=f"needle-{seed}-{context_tokens}-g{group:03d}",
+        ))
     return items
 
 
 def needle_items(tokenizer, n_items: int, context_tokens: int = 256, depths=DEFAULT_DEPTHS,
-                 seed: int = 0) -> list[TaskItem]:
+                 seed: int = 0, absent: int = 0, balance: bool = False) -> list[TaskItem]:
     """`n_items` needle questions (in total), in groups of one shared context per
-    `len(depths)` items, each context about `context_tokens` tokens long."""
-    depths = _check(n_items, context_tokens, depths)
+    `len(depths) + absent` items, each context about `context_tokens` tokens long."""
+    depths = _check(n_items, context_tokens, depths, absent)
     if tokenizer is None:
         raise ValueError("needle: the suite is sized in tokens and needs the model's tokenizer")
     rng = random.Random(seed)
     items: list[TaskItem] = []
     group = 0
     while len(items) < n_items:
-        items.extend(_group(tokenizer, rng, group, context_tokens, depths, seed))
+        items.extend(_group(tokenizer, rng, group, context_tokens, depths, seed, absent, balance))
         group += 1
     return items[:n_items]

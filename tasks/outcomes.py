@@ -1,23 +1,47 @@
-"""What an answer score means: the one place where flips, strict flips and breakdowns are defined.
+"""What an answer score means: the one place where kept answers, flips, strict flips and
+breakdowns are defined (docs/results-schema.md, "Outcome classes").
 
 A `Score` is the next-token outcome of one prompt under one attention mode:
 P(a) and P(ā), the summed probabilities of the correct and wrong answer token
-sets, and which of the two sets (or neither) holds the argmax token. `classify`
-turns a (full attention, sparse attention) pair of scores into an `Outcome`.
-Attacks decide success with it, the harness writes its flags into results.jsonl
-and the statistics only count them (docs/results-schema.md has the prose).
+sets, and which of the two sets (or neither) holds the argmax token.
 
-It lives in `tasks` (next to the answer sets it interprets) and imports nothing
-heavy, so the results store and the leaderboard can use it without torch.
+**Answer class.** The next token says one of three things: the correct answer (mass
+P(a)), the wrong answer (P(ā)), or neither (1 - P(a) - P(ā): "The", "Based", ...). A
+score's `answer_class` is the one of the three with the largest mass (ties go to the
+wrong answer, then to "neither", so a tie is never counted as right). Sets, not single
+tokens: "Yes", "yes" and " YES" are one answer.
+
+**Partition.** For an item that full attention answers right by `full_margin`
+(`confident`: class correct and P(a) - P(ā) >= full_margin), each sparse score is in
+exactly one of
+
+- *kept*: the sparse class is correct;
+- *strict flip*: the sparse class is wrong (the model now gives the other answer);
+- *breakdown*: the sparse class is neither (the model stopped answering yes/no);
+
+and a *flip* is a strict flip or a breakdown, so strict + breakdown = flips everywhere.
+Items full attention does not answer right by the margin have no outcome (every flag is
+False) and are not counted in any rate.
+
+The seed paper's greedy-token criterion (the sparse argmax token is not a correct-answer
+token) is kept as the extra column `paper_criterion`; it is not a competing definition
+of a flip. It is None for scores read from rows written before the argmax was recorded.
+
+It lives in `tasks` (next to the answer sets it interprets) and imports nothing heavy,
+so the results store and the leaderboard can use it without torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Class of the argmax token.
+# Class of an answer: the argmax token's set, or the answer class of a score.
 CORRECT, WRONG, OTHER = "correct", "wrong", "other"
 ARGMAX_CLASSES = (CORRECT, WRONG, OTHER)
+# Outcome of a sparse score for a confident item.
+KEPT, STRICT, BREAKDOWN = "kept", "strict", "breakdown"
+OUTCOME_CLASSES = (KEPT, STRICT, BREAKDOWN)
+OUTCOME_NAMES = {KEPT: "kept", STRICT: "strict flip", BREAKDOWN: "breakdown"}
 
 
 @dataclass(frozen=True)
@@ -38,8 +62,8 @@ class Score:
 
     @property
     def correct(self) -> bool:
-        """The model answers correctly: P(a) > P(ā)."""
-        return self.p_correct > self.p_wrong
+        """The model answers correctly: the correct answer has the largest mass of the three."""
+        return self.answer_class == CORRECT
 
     @property
     def margin(self) -> float:
@@ -49,6 +73,17 @@ class Score:
     def mass(self) -> float:
         """P(a) + P(ā): how much the model still answers yes/no at all."""
         return self.p_correct + self.p_wrong
+
+    @property
+    def answer_class(self) -> str:
+        """CORRECT, WRONG or OTHER: which of P(a), P(ā), 1 - P(a) - P(ā) is largest
+        (ties: wrong before other before correct)."""
+        neither = max(0.0, 1.0 - self.mass)
+        if self.p_wrong >= self.p_correct and self.p_wrong >= neither:
+            return WRONG
+        if neither >= self.p_correct:
+            return OTHER
+        return CORRECT
 
     def to_dict(self) -> dict:
         out = {"p_correct": self.p_correct, "p_wrong": self.p_wrong, "correct": self.correct, "token": self.token}
@@ -65,34 +100,39 @@ class Score:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How sparse attention changed one answer (docs/results-schema.md, "Outcome classes").
+    """How sparse attention changed one answer: `cls` is KEPT, STRICT or BREAKDOWN for a
+    confident item and None otherwise; `paper_criterion` is the seed paper's greedy-token
+    criterion (None without an argmax)."""
 
-    - `flip`: full attention right (P(a) > P(ā)), sparse attention not. The original
-      definition, kept unchanged so that old runs compare with new ones.
-    - `confident`: full attention right with P(a) - P(ā) >= `full_margin`.
-    - `strict`: confident, and the sparse argmax token is in the wrong answer set.
-    - `breakdown`: confident, and the sparse argmax token is in neither set (the model
-      stopped answering yes/no).
-    - `seed`: confident, and the sparse argmax is not in the correct set (the seed
-      paper's criterion; strict + breakdown).
-    - `success`: confident and sparse attention not right: what attacks look for.
-
-    strict/breakdown/seed are None when a score has no argmax class (old rows).
-    """
-
-    flip: bool
     confident: bool
-    success: bool
-    strict: bool | None
-    breakdown: bool | None
-    seed: bool | None
+    cls: str | None
+    paper_criterion: bool | None
+
+    @property
+    def flip(self) -> bool:
+        """A confident item whose sparse answer is not the correct one (strict or breakdown)."""
+        return self.cls in (STRICT, BREAKDOWN)
+
+    @property
+    def strict(self) -> bool:
+        return self.cls == STRICT
+
+    @property
+    def breakdown(self) -> bool:
+        return self.cls == BREAKDOWN
+
+    @property
+    def success(self) -> bool:
+        """What attacks look for: a flip of a confident item."""
+        return self.flip
 
     def to_dict(self) -> dict:
-        return {"strict": self.strict, "breakdown": self.breakdown, "seed": self.seed}
+        return {"class": self.cls, "strict": self.strict, "breakdown": self.breakdown,
+                "paper_criterion": self.paper_criterion}
 
 
 def confident(full: Score, full_margin: float = 0.0) -> bool:
-    """Full attention answers correctly, by at least `full_margin` in P(a) - P(ā)."""
+    """Full attention answers right (answer class correct) by at least `full_margin` in P(a) - P(ā)."""
     return full.correct and full.margin >= full_margin
 
 
@@ -101,12 +141,17 @@ def classify(full: Score, sparse: Score, full_margin: float = 0.0) -> Outcome:
     if full_margin < 0:
         raise ValueError(f"full_margin must be >= 0, got {full_margin}")
     sure = confident(full, full_margin)
-    known = sparse.argmax is not None
-    return Outcome(
-        flip=full.correct and not sparse.correct,
-        confident=sure,
-        success=sure and not sparse.correct,
-        strict=(sure and sparse.argmax == WRONG) if known else None,
-        breakdown=(sure and sparse.argmax == OTHER) if known else None,
-        seed=(sure and sparse.argmax != CORRECT) if known else None,
-    )
+    if not sure:
+        return Outcome(confident=False, cls=None, paper_criterion=None if sparse.argmax is None else False)
+    cls = {CORRECT: KEPT, WRONG: STRICT, OTHER: BREAKDOWN}[sparse.answer_class]
+    return Outcome(confident=True, cls=cls,
+                   paper_criterion=None if sparse.argmax is None else sparse.argmax != CORRECT)
+
+
+def draw_class(full_class: str, sparse_class: str) -> str:
+    """One attack draw, from the answer classes of its full and sparse scores:
+    "sparse_only" (full right, sparse not), "full_wrong" (full attention itself not
+    right: the insertion broke the prompt, not the sparsity) or "both_right"."""
+    if full_class != CORRECT:
+        return "full_wrong"
+    return "both_right" if sparse_class == CORRECT else "sparse_only"

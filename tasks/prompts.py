@@ -6,6 +6,10 @@ marker (template head and context) and after it (question and template tail)
 are tokenised separately: every candidate then shares the same prefix ids (its
 KV cache is reused), and the adversarial ids are inserted as ids, never
 re-tokenised together with their neighbours.
+
+The slot is before the question by default (`slot="question"`); `slot="context"`
+puts it after the template head and before the context, for the `far` null
+(`attacks.nulls`) that asks whether the same tokens matter far from the question.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from .items import TaskItem
 ADV_MARKER = "\u2063<<FLIPBENCH_ADV>>\u2063"  # invisible separators: no template or text contains it
 INSTRUCTION = " Answer with yes or no."
 PLAIN_TEMPLATE = "{context}{marker}Question: {question}" + INSTRUCTION + "\nAnswer:"
+SLOTS = ("question", "context")
 
 
 @dataclass(frozen=True)
@@ -44,18 +49,23 @@ def _bos_id(tokenizer) -> int | None:
     return bos if with_special[:1] == [bos] and without[:1] != [bos] else None
 
 
-def render(tokenizer, item: TaskItem, context_text: str = "") -> str:
-    """The prompt text with `ADV_MARKER` where the adversarial tokens go."""
+def render(tokenizer, item: TaskItem, context_text: str = "", slot: str = "question") -> str:
+    """The prompt text with `ADV_MARKER` where the adversarial tokens go: before the
+    question (`slot="question"`) or before the context (`slot="context"`)."""
+    if slot not in SLOTS:
+        raise ValueError(f"slot must be one of {SLOTS}, got {slot!r}")
     question = item.question.strip() if isinstance(item.question, str) else ""
     if not question:
         raise ValueError(f"item {item.id!r}: empty question")
     context = _context(context_text, item.context)
+    # The marker joins the context on the side of the slot; the template is the same either way.
+    context, marker = (context, ADV_MARKER) if slot == "question" else (ADV_MARKER + context, "")
     if getattr(tokenizer, "chat_template", None):
-        content = context + ADV_MARKER + question + INSTRUCTION
+        content = context + marker + question + INSTRUCTION
         text = tokenizer.apply_chat_template([{"role": "user", "content": content}],
                                              tokenize=False, add_generation_prompt=True)
     else:
-        text = PLAIN_TEMPLATE.format(context=context, marker=ADV_MARKER, question=question)
+        text = PLAIN_TEMPLATE.format(context=context, marker=marker, question=question)
     if text.count(ADV_MARKER) != 1:
         raise ValueError("the chat template dropped or repeated the adversarial marker; cannot split the prompt")
     return text
@@ -69,9 +79,10 @@ def _bos_prefix(tokenizer) -> list[int]:
     return [] if bos is None else [bos]
 
 
-def build_prompt(tokenizer, item: TaskItem, context_text: str = "") -> PromptParts:
-    """Prefix (template head + context) and suffix (question + template tail) token ids."""
-    text = render(tokenizer, item, context_text)
+def build_prompt(tokenizer, item: TaskItem, context_text: str = "", slot: str = "question") -> PromptParts:
+    """Prefix (template head + context) and suffix (question + template tail) token ids;
+    with `slot="context"` the context moves from the prefix to the start of the suffix."""
+    text = render(tokenizer, item, context_text, slot)
     head, tail = text.split(ADV_MARKER)
     prefix = _bos_prefix(tokenizer) + (tokenizer.encode(head, add_special_tokens=False) if head else [])
     return PromptParts(prefix_ids=list(prefix), suffix_ids=list(tokenizer.encode(tail, add_special_tokens=False)))

@@ -183,17 +183,17 @@ def needs_tokenizer(name_or_path: str) -> bool:
 
 
 def load_suite(name_or_path: str, limit: int | None = None, *, tokenizer=None, context_tokens: int = 256,
-               depths=DEFAULT_DEPTHS, seed: int = 0) -> list[TaskItem]:
+               depths=DEFAULT_DEPTHS, seed: int = 0, absent: int = 0, balance: bool = False) -> list[TaskItem]:
     """Items of a built-in suite, a suite file, or an `hf:` dataset; only the first `limit` if given.
 
-    `needle` is generated: it needs `tokenizer` and uses `context_tokens`, `depths` and
-    `seed` (`limit` items in all, 48 by default)."""
+    `needle` is generated: it needs `tokenizer` and uses `context_tokens`, `depths`,
+    `seed`, `absent` and `balance` (`limit` items in all, 48 by default)."""
     if limit is not None and limit < 1:
         raise SuiteError(f"limit must be >= 1, got {limit}")
     name = str(name_or_path)
     if name == "needle":
         try:
-            return needle_items(tokenizer, limit or NEEDLE_DEFAULT_ITEMS, context_tokens, depths, seed)
+            return needle_items(tokenizer, limit or NEEDLE_DEFAULT_ITEMS, context_tokens, depths, seed, absent, balance)
         except ValueError as exc:
             raise SuiteError(str(exc)) from None
     if name in BUILTIN:

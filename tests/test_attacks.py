@@ -157,10 +157,14 @@ def test_random_search_stops_at_first_success_in_draw_order(seed):
         target = ScriptedTarget()
         res = run(target, None, RandomSearchConfig(steps=200, batch_size=batch), seed)
         results.append((res.steps, res.adv_ids, res.success))
-        # full attention is consulted only on candidates sparse attention gets wrong
-        for mode, cands in target.calls:
-            if mode == FULL:
-                assert all(7 in c for c in cands)
+        # each batch is scored once per mode, and every candidate scored is a draw
+        sparse_calls, full_calls = target.calls[0::2], target.calls[1::2]
+        assert [m for m, _ in sparse_calls] == [4] * len(sparse_calls)
+        assert full_calls == [(FULL, c) for _, c in sparse_calls]
+        scored = [c for _, cands in sparse_calls for c in cands]
+        assert res.draws == [{"full": "wrong" if 9 in c else "correct", "sparse": "wrong" if 7 in c else "correct"}
+                             for c in scored]
+        assert len(scored) == min(200, -(-want_step // batch) * batch)
     assert results == [(want_step, want_adv, True)] * 3
 
 

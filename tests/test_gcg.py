@@ -23,13 +23,18 @@ CONTEXT = "The weather was mild and the afternoon passed quietly. " * 2
 def flippable():
     """A tiny model and item where full and sparse attention (k=2) both answer correctly
     without adversarial tokens and GCG can reach a flip; a sharper output layer gives
-    margins far from zero."""
+    margins far from zero, and the answer rows raised along the answer position's hidden
+    state put most of the mass on yes/no (their differences, hence the margins, unchanged)."""
     tok = tiny_tokenizer()
     model = tiny_model("llama", layers=3, vocab=len(tok), seed=3)
     with torch.no_grad():
         model.lm_head.weight.mul_(10)
     target = Target(model, tok, SPARSE, batch_size=8)
     prepared = target.prepare(TaskItem(id="t-0", question="Is fire hot?", answer="yes"), CONTEXT)
+    with torch.no_grad():
+        hidden = model.model(input_ids=torch.tensor([prepared.prompt_ids([])])).last_hidden_state[0, -1]
+        answers = list(prepared.correct_ids) + list(prepared.wrong_ids)
+        model.lm_head.weight[answers] += 30 * hidden / hidden.dot(hidden)
     natural = target.sweep(prepared, [], [2])
     assert natural[FULL].correct and natural["2"].correct
     return target, prepared
@@ -161,7 +166,7 @@ def test_hinge_aims_at_least_at_the_counting_margin():
 
 def test_cli_gcg_writes_the_random_schema_and_resumes(tmp_path):
     model_dir = tmp_path / "tiny"
-    save_tiny_pair(model_dir, "llama", layers=3, seed=3)
+    save_tiny_pair(model_dir, "llama", layers=3, seed=3, answering=True)
     suite = tmp_path / "suite.jsonl"
     questions = [("Is fire hot?", "yes"), ("Is Rome in Belgium?", "no"), ("Is ice cold?", "yes")]
     suite.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in questions))

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from harness.results import ResultRow, RowError
-from harness.stats import summarize, wilson
+from harness.intervals import wilson
+from harness.stats import summarize
 from leaderboard.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,9 @@ def score(correct):
             "token": "Yes" if correct else "No"}
 
 
+DENSITY_OF_K = {1: 0.025, 2: 0.05, 4: 0.1, 8: 0.2, 16: 0.4}  # a 40-block answer position: k = 4 is the default density
+
+
 def make_rows(n, flips, natural=None, skipped=0, prefix="item", k_attack=4, ks=KS):
     """n attacked items: item i flips at k iff i < flips[k] (natural likewise), then `skipped` skipped items."""
     natural = natural or {}
@@ -56,7 +60,7 @@ def make_rows(n, flips, natural=None, skipped=0, prefix="item", k_attack=4, ks=K
             "adv_ids": [1, 2, 3], "adv_text": "a b c", "steps": 10 + i if success else 200, "success": success,
             "verified": success and not flipped[str(max(ks))],
             "scores": {"full": score(True), **{str(k): score(not flipped[str(k)]) for k in ks}},
-            "flipped": flipped, "timing": {"seconds": 0.1},
+            "flipped": flipped, "density": {str(k): DENSITY_OF_K[k] for k in ks}, "timing": {"seconds": 0.1},
         })
     for j in range(skipped):
         rows.append({
@@ -611,16 +615,17 @@ def test_entries_on_the_same_items_are_compared_and_others_are_not(tmp_path, cap
     assert entries["oracle"]["paired"] is None
     md = (tmp_path / "site" / "leaderboard.md").read_text()
     assert "not comparable" in md and "p = 0.125" in md
-    # old rows record no outcome classes: shown as n/a, not as 0
-    assert entries["stream"]["strict"] is None and "n/a" in md
+    # old rows are reclassified from their scores: every flip of these is a strict one
+    assert (entries["stream"]["strict"]["count"], entries["stream"]["breakdown"]["count"]) == (6, 0)
 
 
 def test_strict_flips_breakdowns_and_density_are_pooled_from_rows(tmp_path, capsys):
     rows = make_rows(8, {2: 4, 4: 4, 8: 0})
+    collapse = {"p_correct": 0.02, "p_wrong": 0.01, "correct": False, "token": "The", "argmax": "other"}
     for i, r in enumerate(rows):
-        r["outcomes"] = {str(k): {"strict": r["flipped"][str(k)] and i % 2 == 0,
-                                  "breakdown": r["flipped"][str(k)] and i % 2 == 1, "seed": r["flipped"][str(k)]}
-                         for k in KS}
+        for k in KS:  # odd flipped items stop answering yes/no: breakdowns; even ones say no: strict flips
+            if r["flipped"][str(k)] and i % 2 == 1:
+                r["scores"][str(k)] = collapse
         r["density"] = {"2": 0.1, "4": 0.2, "8": 0.4}
     runs = tmp_path / "runs"
     make_run(runs, "a", rows[:4], seed=0)
@@ -629,5 +634,35 @@ def test_strict_flips_breakdowns_and_density_are_pooled_from_rows(tmp_path, caps
     entry = board_of(tmp_path / "site")["entries"][0]
     assert (entry["strict"]["count"], entry["strict"]["n"]) == (2, 8)
     assert (entry["breakdown"]["count"], entry["breakdown"]["n"]) == (2, 8)
-    assert entry["density"] == pytest.approx(0.2)
+    assert entry["density"] == pytest.approx(0.1)  # the default reference density: each item at k = 2 here
     assert entry["strict"]["ci_high"] == pytest.approx(wilson(2, 8)[1])
+
+
+def test_entries_are_ranked_at_equal_density_and_others_are_not_comparable(tmp_path, capsys):
+    """The drop-one null keeps 97% of the blocks: it must not outrank a method at 10%."""
+    runs = tmp_path / "runs"
+    make_run(runs, "stream", make_rows(10, {2: 6, 4: 5, 8: 1}), method="stream")
+    near_full = make_rows(10, {2: 0, 4: 0, 8: 0})
+    for r in near_full:
+        r["density"] = {"2": 0.95, "4": 0.97, "8": 0.99}
+    make_run(runs, "drop-one", near_full, method="drop-one")
+    swept = make_rows(10, {2: 3, 4: 7, 8: 9})  # a density sweep chose k = 8 for half the items
+    for i, r in enumerate(swept):
+        r["density_ks"] = {"0.1": 8 if i % 2 else 4}
+        r["density"] = {"2": 0.05, "4": 0.1 if i % 2 == 0 else 0.05, "8": 0.1 if i % 2 else 0.2}
+    make_run(runs, "adaptive", swept, method="adaptive")
+    status, err = build([runs, "--out", tmp_path / "site"], capsys)
+    assert status == 0
+    board = board_of(tmp_path / "site")
+    entries = by_method(board)
+    assert board["ref_density"] == 0.1 and board["density_tolerance"] == 0.025
+    assert entries["drop-one"]["rank"] is None and not entries["drop-one"]["comparable"]
+    assert entries["drop-one"]["flip_rate"] is None and "not comparable at density 0.1" in err
+    assert (entries["stream"]["rank"], entries["stream"]["n_flipped"]) == (1, 5)
+    # each item at its own k: items 0, 2, 4, 6, 8 at k = 4 (flip iff i < 7), the odd ones at k = 8 (i < 9)
+    assert entries["adaptive"]["n_flipped"] == 4 + 4 and entries["adaptive"]["rank"] == 2
+    assert entries["adaptive"]["density"] == pytest.approx(0.1)
+    assert "| n.c. |" in (tmp_path / "site" / "leaderboard.md").read_text()
+    status, err = build([runs, "--out", tmp_path / "k", "--ref-k", "4", "--ref-density", "0.1"], capsys)
+    assert status == 2 and "not both" in err
+    assert build([runs, "--out", tmp_path / "k", "--ref-density", "1.5"], capsys)[0] == 2

@@ -120,3 +120,45 @@ def test_bad_parameters_are_named(tok, kwargs, message):
     args = {"n_items": 3, "context_tokens": 128, "depths": (0.1, 0.5), "seed": 0, **kwargs}
     with pytest.raises(ValueError, match=message):
         needle_items(tok, **args)
+
+
+def test_absent_needle_questions_ask_about_a_person_the_context_never_mentions(tok):
+    items = needle_items(tok, 40, context_tokens=128, depths=(0.1, 0.5, 0.9), seed=2, absent=1, balance=True)
+    absent = [i for i in items if i.id.endswith("-absent0")]
+    assert len(absent) == 10  # one per group of 3 needles + 1 absent question
+    present = {i.group: i for i in items if i.needle_span is not None}
+    for item in absent:
+        assert item.answer == "no" and item.needle_span is None and item.depth is None
+        name = item.question.split("'s ")[0].split()[-1] if "'s " in item.question else item.question.split()[1]
+        assert name in NAMES and name not in item.context  # the asked fact is nowhere in the context
+        assert item.context == present[item.group].context  # same context as its group's needles
+        asked = next(a for a in ATTRIBUTES if a.question.split("{name}")[1].split("{value}")[0] in item.question)
+        assert any(a is asked for a in ATTRIBUTES)
+
+
+def test_balance_gives_as_many_yes_as_no_overall_and_at_every_depth(tok):
+    items = needle_items(tok, 48, context_tokens=96, depths=(0.1, 0.5, 0.9), seed=1, absent=1, balance=True)
+    answers = [i.answer for i in items]
+    assert answers.count("yes") == answers.count("no") == 24
+    for depth in (0.1, 0.5, 0.9):  # 12 groups: each needle depth asked yes in 8 and no in 4 (absent adds the no's)
+        at = [i.answer for i in items if i.depth == depth]
+        assert at.count("yes") == 8
+    # without absent items, balanced needles alternate the odd yes between groups
+    plain = needle_items(tok, 48, context_tokens=96, depths=(0.1, 0.5, 0.9), seed=1, balance=True)
+    assert [i.answer for i in plain].count("yes") == 24
+    for depth in (0.1, 0.5, 0.9):
+        assert [i.answer for i in plain if i.depth == depth].count("yes") == 8
+
+
+def test_first_release_items_are_unchanged_without_absent_and_balance(tok):
+    """Committed runs resume on the same items: absent=0, balance=False draws nothing new."""
+    old = needle_items(tok, 12, context_tokens=128, depths=(0.1, 0.5, 0.9), seed=0)
+    assert [i.answer for i in old] == ["yes", "no", "yes", "no", "yes", "no"] * 2
+    with_absent = needle_items(tok, 16, context_tokens=128, depths=(0.1, 0.5, 0.9), seed=0, absent=1)
+    assert with_absent[0].context == old[0].context  # group 0's context is drawn before its absent question
+
+
+@pytest.mark.parametrize("absent", [-1, 9, 1.5, True])
+def test_bad_absent_is_named(tok, absent):
+    with pytest.raises(ValueError, match="absent must be an integer"):
+        needle_items(tok, 4, context_tokens=128, absent=absent)

@@ -7,21 +7,34 @@ import pytest
 
 from harness.results import ResultRow, RowError, read_rows
 from harness.stats import summarize
-from tasks.outcomes import CORRECT, OTHER, WRONG, Score, classify
+from tasks.outcomes import BREAKDOWN, CORRECT, KEPT, OTHER, STRICT, WRONG, Score, classify
 
 CONFIDENT = Score(0.90, 0.05, "Yes", CORRECT)
 
 
-def test_a_collapse_is_a_breakdown_not_a_strict_flip():
-    # smollm2 under STREAM: the sparse model no longer answers yes or no (0.035 vs 0.046).
-    out = classify(CONFIDENT, Score(0.035, 0.046, "The", OTHER))
-    assert out.flip  # the original definition counts it ...
-    assert (out.strict, out.breakdown, out.seed) == (False, True, True)  # ... the classes do not call it a flip
+def test_answer_class_is_the_largest_of_correct_wrong_and_neither():
+    assert Score(0.5, 0.2, "Yes", CORRECT).answer_class == CORRECT
+    assert Score(0.2, 0.5, "No", WRONG).answer_class == WRONG
+    assert Score(0.035, 0.046, "The", OTHER).answer_class == OTHER  # smollm2 under STREAM: no yes/no at all
+    assert Score(0.4, 0.35, "Yes", CORRECT).answer_class == CORRECT  # 0.25 on neither
+    assert Score(0.4, 0.4, "Yes", CORRECT).answer_class == WRONG  # a tie is never right
+    assert Score(0.3, 0.2, "The", OTHER).answer_class == OTHER  # 0.5 on neither: a breakdown, though P(a) > P(ā)
+    assert Score(0.45, 0.5, "Yes", CORRECT).answer_class == WRONG  # argmax token correct, the wrong set heavier
 
 
-def test_a_wrong_answer_is_a_strict_flip():
-    out = classify(CONFIDENT, Score(0.2, 0.7, "No", WRONG))
-    assert (out.flip, out.strict, out.breakdown, out.seed, out.success) == (True, True, False, True, True)
+@pytest.mark.parametrize("sparse, cls", [
+    (Score(0.035, 0.046, "The", OTHER), BREAKDOWN),
+    (Score(0.2, 0.7, "No", WRONG), STRICT),
+    (Score(0.3, 0.2, "The", OTHER), BREAKDOWN),
+    (Score(0.45, 0.5, "Yes", CORRECT), STRICT),
+    (Score(0.6, 0.3, "Yes", CORRECT), KEPT),
+])
+def test_outcomes_partition_every_sparse_score_of_a_confident_item(sparse, cls):
+    out = classify(CONFIDENT, sparse)
+    assert out.cls == cls and out.confident
+    assert [out.strict, out.breakdown].count(True) == (cls != KEPT) and out.flip == (out.strict or out.breakdown)
+    assert out.success == out.flip
+    assert out.paper_criterion == (sparse.argmax != CORRECT)  # the greedy-token column, beside the classes
 
 
 def test_a_full_margin_below_the_threshold_is_not_counted():
@@ -29,20 +42,13 @@ def test_a_full_margin_below_the_threshold_is_not_counted():
     sparse = Score(0.3, 0.6, "No", WRONG)
     assert classify(near_tie, sparse, 0.0).strict
     out = classify(near_tie, sparse, 0.2)
-    assert out.flip and not out.confident and not out.success
-    assert (out.strict, out.breakdown, out.seed) == (False, False, False)
-    collapse = Score(0.01, 0.02, "The", OTHER)
-    assert classify(near_tie, collapse, 0.0).breakdown and not classify(near_tie, collapse, 0.2).breakdown
+    assert not (out.flip or out.confident or out.success or out.strict or out.breakdown) and out.cls is None
+    assert not classify(Score(0.3, 0.2, "The", OTHER), sparse).confident  # full attention itself says neither
 
 
-def test_sparse_still_right_is_nothing():
-    out = classify(CONFIDENT, Score(0.6, 0.3, "Yes", CORRECT))
-    assert not (out.flip or out.success or out.strict or out.breakdown or out.seed)
-
-
-def test_old_scores_have_unknown_classes_and_bad_margins_fail():
+def test_old_scores_without_argmax_still_partition_and_bad_margins_fail():
     out = classify(Score(0.9, 0.1, "Yes"), Score(0.1, 0.9, "No"))
-    assert out.flip and (out.strict, out.breakdown, out.seed) == (None, None, None)
+    assert out.flip and out.strict and out.paper_criterion is None
     with pytest.raises(ValueError, match="full_margin"):
         classify(CONFIDENT, CONFIDENT, -0.1)
     with pytest.raises(ValueError, match="argmax"):
@@ -62,12 +68,31 @@ FIRST_RELEASE_ROW = {  # a row exactly as the first release wrote it
 }
 
 
-def test_a_first_release_row_loads_and_round_trips_byte_for_byte():
+def test_a_first_release_row_loads_reclassified_and_keeps_its_data():
     row = ResultRow.from_dict(FIRST_RELEASE_ROW, k_sweep=[4])
-    assert row.outcomes is None and row.scores["4"].argmax is None
-    assert json.dumps(row.to_dict()) == json.dumps(FIRST_RELEASE_ROW)
+    assert row.scores["4"].argmax is None and row.confident
+    assert row.outcomes == {"4": {"class": STRICT, "strict": True, "breakdown": False, "paper_criterion": None}}
+    written = row.to_dict()
+    assert {k: written[k] for k in FIRST_RELEASE_ROW} == FIRST_RELEASE_ROW  # every stored value unchanged
     summary = summarize([row], 4, [4])
-    assert summary["per_k"][0]["n_flipped"] == 1 and "outcomes_per_k" not in summary
+    assert summary["per_k"][0]["n_flipped"] == 1 == summary["outcomes_per_k"]["strict"][0]["count"]
+
+
+def test_reading_reclassifies_rows_whose_stored_flags_did_not_partition(tmp_path):
+    """A second-release row: argmax "other" with P(a) > P(ā) was a breakdown but no flip."""
+    scores = {"full": {"p_correct": 0.9, "p_wrong": 0.05, "token": "Yes", "argmax": "correct"},
+              "4": {"p_correct": 0.02, "p_wrong": 0.01, "token": "The", "argmax": "other"}}
+    old = dict(FIRST_RELEASE_ROW, natural=scores, scores=scores, natural_flipped={"4": False},
+               flipped={"4": False}, success=False,
+               outcomes={"4": {"strict": False, "breakdown": True, "seed": True}})
+    (tmp_path / "results.jsonl").write_text(json.dumps(old) + "\n")
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": {"full_margin": 0.0}}))
+    row = read_rows(tmp_path / "results.jsonl").rows[0]
+    assert row.flipped == {"4": True} and row.natural_flipped == {"4": True} and row.success
+    assert row.outcomes["4"]["breakdown"] and not row.outcomes["4"]["strict"]
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": {"full_margin": 0.9}}))
+    row = read_rows(tmp_path / "results.jsonl").rows[0]  # the run's own margin: 0.85 < 0.9
+    assert not row.confident and not row.counted and row.flipped == {"4": False}
 
 
 def test_rows_missing_fields_or_sweep_keys_are_named():
@@ -99,13 +124,15 @@ def test_a_broken_line_before_the_end_is_an_error(tmp_path):
         read_rows(path)
 
 
-def test_summary_counts_outcome_classes_with_intervals():
-    new = dict(FIRST_RELEASE_ROW, outcomes={"4": {"strict": False, "breakdown": True, "seed": True}},
-               natural_outcomes={"4": {"strict": False, "breakdown": False, "seed": False}},
-               density={"4": 0.5}, verified_status="unverifiable", monotone=True)
-    rows = [ResultRow.from_dict(new), ResultRow.from_dict(FIRST_RELEASE_ROW)]
+def test_summary_counts_outcome_classes_that_add_up_to_the_flips():
+    collapse = dict(FIRST_RELEASE_ROW, scores=dict(FIRST_RELEASE_ROW["scores"],
+                                                   **{"4": {"p_correct": 0.02, "p_wrong": 0.01, "token": "The",
+                                                            "argmax": "other"}}),
+                    density={"4": 0.5})
+    rows = [ResultRow.from_dict(collapse), ResultRow.from_dict(FIRST_RELEASE_ROW)]
     summary = summarize(rows, 4, [4])
-    breakdown = summary["outcomes_per_k"]["breakdown"][0]
-    assert (breakdown["count"], breakdown["n"]) == (1, 1)  # the old row records no classes
+    classes = summary["outcomes_per_k"]
+    assert (classes["breakdown"][0]["count"], classes["strict"][0]["count"]) == (1, 1)
+    assert summary["per_k"][0]["n_flipped"] == 2 and summary["per_k"][0]["n"] == 2
     assert summary["density_per_k"] == [{"k": 4, "density": 0.5}]
-    assert (summary["n_unverifiable"], summary["n_monotone"]) == (1, 1)
+    assert (summary["n_unverifiable"], summary["n_monotone"]) == (1, 1)  # only k = 4 swept: nothing to verify at

@@ -7,7 +7,8 @@ import statistics
 import pytest
 
 from harness.results import ResultRow
-from harness.stats import rate_with_ci, summarize, wilson
+from harness.intervals import wilson
+from harness.stats import rate_with_ci, summarize
 
 Z = 1.959964
 
@@ -99,7 +100,8 @@ def test_summarize_hand_built_rows():
     assert s["median_steps_to_flip"] == statistics.median([10, 3, 30]) == 10
     assert set(s) == {"k_attack", "k_sweep", "per_k", "natural_per_k", "attack_success_rate", "n_success",
                       "n_verified", "natural_flip_rate", "median_steps_to_flip", "n_items", "n_skipped",
-                      "n_attacked"}
+                      "n_attacked", "n_not_confident", "success", "direction"}
+    assert s["success"]["count"] == 3 and s["success"]["clusters"] == 5  # no needle groups: one item, one cluster
 
 
 def test_summarize_without_successes_or_rows():
@@ -107,6 +109,7 @@ def test_summarize_without_successes_or_rows():
     assert s["median_steps_to_flip"] is None and s["n_success"] == 0 and s["attack_success_rate"] == 0.0
     empty = summarize([], 4, [2, 4])
     assert empty["n_attacked"] == 0 and empty["per_k"][0] == {"k": 2, "flip_rate": 0.0, "ci_low": 0.0,
-                                                              "ci_high": 1.0, "n_flipped": 0, "n": 0}
+                                                              "ci_high": 1.0, "n_flipped": 0, "n": 0,
+                                                              "cluster_low": 0.0, "cluster_high": 1.0, "clusters": 0}
     assert summarize([row("a", success=True, steps=4), row("b", success=True, steps=7)], 4, [4])[
         "median_steps_to_flip"] == 5.5

@@ -65,10 +65,28 @@ def tiny_tokenizer():
     return tok
 
 
-def save_tiny_pair(path, arch: str = "llama", layers: int = 3, seed: int = 0):
-    """Save a tiny model + tokenizer directory loadable with `--model <path>`."""
+def answer_mostly_yes_or_no(model, tok, logit: float = 30.0):
+    """Raise the yes/no rows of the output layer along the mean final hidden state of the
+    corpus, so the model puts most of its mass on yes/no answers (which one still depends
+    on the prompt): a random model otherwise answers neither, and nothing is counted."""
+    from tasks import answer_token_sets
+
+    sets = answer_token_sets(tok)
+    rows = sorted(set(sets.correct("yes")) | set(sets.correct("no")))
+    ids = tok(CORPUS, return_tensors="pt", padding=True).input_ids
+    with torch.no_grad():
+        mean = model.model(input_ids=ids).last_hidden_state[:, -1].mean(0)
+        model.lm_head.weight[rows] += logit * mean / mean.dot(mean)
+    return model
+
+
+def save_tiny_pair(path, arch: str = "llama", layers: int = 3, seed: int = 0, answering: bool = False):
+    """Save a tiny model + tokenizer directory loadable with `--model <path>` (`answering`:
+    see `answer_mostly_yes_or_no`)."""
     tok = tiny_tokenizer()
     model = tiny_model(arch, layers=layers, vocab=len(tok), seed=seed)
+    if answering:
+        answer_mostly_yes_or_no(model, tok)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return model, tok

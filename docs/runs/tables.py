@@ -12,7 +12,7 @@
         # and adversarial, and whether the attacked prompt flips at the clean prompt's k
 
 Every number is recomputed from results.jsonl (harness.results.read_rows, the one
-reader); intervals are Wilson 95% (harness.stats.wilson). Outcome classes at another
+reader); intervals are Wilson 95% (harness.intervals.wilson). Outcome classes at another
 full-attention margin are reclassified from the stored scores (tasks.outcomes.classify).
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from harness.results import read_rows  # noqa: E402
-from harness.stats import wilson  # noqa: E402
+from harness.intervals import wilson  # noqa: E402
 from tasks.outcomes import classify  # noqa: E402
 
 
@@ -54,11 +54,11 @@ def needle(run: str) -> None:
     print("|---:|---:|" + "---|" * len(ks))
     for d in depths + [None]:
         sub = [r for r in rows if d is None or r.needle["depth"] == d]
-        ok = [r for r in sub if r.attacked]
+        ok = [r for r in sub if r.counted]
         cells = [f"{ci(sum(r.natural_outcomes[str(k)]['strict'] for r in ok), len(ok))} / "
                  f"{ci(sum(r.natural_outcomes[str(k)]['breakdown'] for r in ok), len(ok))}" for k in ks]
         print(f"| {'all' if d is None else d} | {ci(len(ok), len(sub))} | " + " | ".join(cells) + " |")
-    attacked = [r for r in rows if r.attacked and r.scores is not None and r.adv_ids]
+    attacked = [r for r in rows if r.counted and r.scores is not None and r.adv_ids]
     if attacked:
         print()
         print("| depth | attacked items | " + " | ".join(f"k={k} attacked strict / breakdown" for k in ks) + " |")
@@ -81,7 +81,7 @@ def needle(run: str) -> None:
     print()
     print("| k | retained attention mass, natural flip (n) | no flip (n) | needle kept, share of heads: flip | no flip |")
     print("|---:|---|---|---|---|")
-    ok = [r for r in rows if r.attacked and r.attribution]
+    ok = [r for r in rows if r.counted and r.attribution]
     for k in ks:
         groups = {True: [], False: []}
         for r in ok:
@@ -113,7 +113,7 @@ def needle(run: str) -> None:
 
 def sink(run_a: str, run_b: str) -> None:
     a, b = {r.item_id: r for r in rows_of(run_a)}, {r.item_id: r for r in rows_of(run_b)}
-    common = [i for i in a if i in b and a[i].attacked and b[i].attacked]
+    common = [i for i in a if i in b and a[i].counted and b[i].counted]
     print(f"{len(common)} items answered correctly by full attention in both runs.")
     print()
     print("| k | blocks kept (A / B) | breakdown A | breakdown B | strict A | strict B | mean P(yes)+P(no) A | B |")
@@ -132,7 +132,7 @@ def sink(run_a: str, run_b: str) -> None:
 
 def outcomes(run: str, margins: list[float]) -> None:
     rows, ks = rows_of(run), ks_of(run)
-    attacked = [r for r in rows if r.attacked]
+    attacked = [r for r in rows if r.counted]
     print(f"{len(attacked)} of {len(rows)} items answered correctly by full attention without adversarial tokens; "
           f"answer position at a median of {sorted(r.answer_blocks for r in attacked)[len(attacked) // 2]} "
           "key blocks.")
@@ -186,8 +186,8 @@ def _paired_wrong(pairs) -> None:
     total = [0, 0, 0, 0, 0]
     for fixed, adaptive in pairs:
         kf, ka = str(config_of(fixed)["k_attack"]), str(config_of(adaptive)["k_attack"])
-        f = {r.item_id: r for r in rows_of(fixed) if r.attacked}
-        a = {r.item_id: r for r in rows_of(adaptive) if r.attacked}
+        f = {r.item_id: r for r in rows_of(fixed) if r.counted}
+        a = {r.item_id: r for r in rows_of(adaptive) if r.counted}
         ids = sorted(set(f) & set(a))
         counts = [len(ids), sum(wrong(f[i], kf) for i in ids), sum(wrong(a[i], ka) for i in ids),
                   sum(wrong(f[i], kf) and not wrong(a[i], ka) for i in ids),
@@ -224,7 +224,7 @@ def grid(out: str, runs: list[str]) -> None:
             if label not in labels:
                 labels.append(label)
             rows = rows_of(run)
-            ok = [r for r in rows if r.attacked]
+            ok = [r for r in rows if r.counted]
             for d in sorted({r.needle["depth"] for r in rows}):
                 sub = [r for r in ok if r.needle["depth"] == d]
                 cells[label, length, d] = (sum(r.natural_outcomes[k]["strict"] for r in sub),
@@ -309,7 +309,7 @@ def fidelity(run: str) -> None:
 
 
 def minimal_k(run: str) -> None:
-    rows = [r for r in rows_of(run) if r.attacked and r.minimal_k]
+    rows = [r for r in rows_of(run) if r.counted and r.minimal_k]
     print("| item | answer blocks | clean k (density) | adversarial k | attack at k_attack | flips at the clean k |")
     print("|---|---:|---:|---:|---|---|")
     for r in rows:
