@@ -51,45 +51,41 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from tasks.outcomes import classify
 
+from .config import AttackConfig
 from .registry import AttackResult, register_attack
 from .target import FULL, PreparedItem, Target
 
 
 @dataclass(frozen=True)
-class GCGConfig:
-    n_adv: int = 3
-    steps: int = 200
-    k_attack: int = 4
-    batch_size: int = 16
-    ascii_only: bool = False
+class GCGConfig(AttackConfig):
+    label: ClassVar[str] = "gcg"
     search_width: int = 64
     topk: int = 256
     n_replace: int = 1
     buffer_size: int = 0  # 0: x moves to each step's best (escapes local minima); n: x = best of n kept
     full_weight: float = 1.0  # lambda: weight of the full-attention hinge
     hinge_margin: float = 0.2  # tau: log-ratio the hinge asks full attention to keep, P(a)/P(ā) >= e^tau
-    full_margin: float = 0.0  # the run's counting margin: success needs P(a) - P(ā) >= this under full attention
     full_checks: int = 4  # most candidates per step scored under full attention
 
     def __post_init__(self):
-        for name, minimum in (("n_adv", 1), ("steps", 1), ("k_attack", 1), ("batch_size", 1), ("search_width", 1),
-                              ("topk", 1), ("n_replace", 1), ("buffer_size", 0), ("full_checks", 1)):
+        super().__post_init__()
+        for name, minimum in (("search_width", 1), ("topk", 1), ("n_replace", 1), ("buffer_size", 0),
+                              ("full_checks", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"gcg: {name} must be an integer >= {minimum}, got {value!r}")
         if self.n_replace > self.n_adv:
             raise ValueError(f"gcg: n_replace ({self.n_replace}) must be <= n_adv ({self.n_adv})")
-        for name in ("full_weight", "hinge_margin", "full_margin"):
+        for name in ("full_weight", "hinge_margin"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"gcg: {name} must be a finite number >= 0, got {value!r}")
-        if self.full_margin >= 1:
-            raise ValueError(f"gcg: full_margin is a difference of probabilities and must be < 1, got {self.full_margin}")
 
     @property
     def tau(self) -> float:

@@ -32,28 +32,16 @@ import torch
 
 from tasks.outcomes import classify
 
+from .config import AttackConfig
 from .registry import AttackResult, register_attack
 from .target import FULL, PreparedItem, Target
 
 
 @dataclass(frozen=True)
-class RandomSearchConfig:
-    """Budget of random search; the nulls subclass it so their budgets are the same fields."""
+class RandomSearchConfig(AttackConfig):
+    """Random search has the shared budget only; the nulls subclass it."""
 
     label: ClassVar[str] = "random search"
-    n_adv: int = 3
-    steps: int = 200
-    k_attack: int = 4
-    batch_size: int = 16
-    ascii_only: bool = False
-    full_margin: float = 0.0  # success needs P(a) - P(ā) >= full_margin under full attention
-
-    def __post_init__(self):
-        for name in ("n_adv", "steps", "k_attack", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{self.label}: {name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.full_margin < 1:
-            raise ValueError(f"{self.label}: full_margin must be in [0, 1), got {self.full_margin}")
 
 
 def draw_candidates(gen: torch.Generator, vocab: torch.Tensor, count: int, n_adv: int) -> torch.Tensor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Callable
 
+from plugins import Registry, UnknownNameError
+
 if TYPE_CHECKING:
     from .target import PreparedItem
 
@@ -50,33 +52,25 @@ class AttackSpec:
         return self.config_cls(**{k: v for k, v in values.items() if k in names and v is not None})
 
 
-_ATTACKS: dict[str, AttackSpec] = {}
+# Attacks of installed distributions register themselves through this entry point group.
+ATTACKS: Registry[AttackSpec] = Registry("attack", entry_point_group="flipbench.attacks")
+
+UnknownAttackError = UnknownNameError  # the name earlier releases raised
 
 
-class UnknownAttackError(KeyError):
-    def __str__(self) -> str:
-        return self.args[0]
-
-
-def register_attack(name: str, config_cls: type):
+def register_attack(name: str, config_cls: type, *, overwrite: bool = False):
     """Decorator registering `run(target, prepared, config, rng_seed) -> AttackResult`."""
 
     def decorator(fn):
-        if name in _ATTACKS:
-            raise ValueError(f"attack {name!r} is already registered")
-        _ATTACKS[name] = AttackSpec(name=name, run=fn, config_cls=config_cls)
+        ATTACKS.register(name, AttackSpec(name=name, run=fn, config_cls=config_cls), overwrite)
         return fn
 
     return decorator
 
 
 def get_attack(name: str) -> AttackSpec:
-    try:
-        return _ATTACKS[name]
-    except KeyError:
-        raise UnknownAttackError(f"unknown attack {name!r}; known attacks: {', '.join(available_attacks())}") from None
+    return ATTACKS.get(name)
 
 
 def available_attacks() -> list[str]:
-    return sorted(_ATTACKS)
-
+    return ATTACKS.names()

@@ -30,13 +30,12 @@ import torch
 from transformers import DynamicCache
 
 from sparse import SparseConfig, dropped_attention_mass, sparse_attention, span_kept
+from sparse.geometry import causal_blocks, smallest_agreeing_k
 from tasks import AnswerSets, TaskItem, answer_token_sets, build_prompt
-from tasks.outcomes import CORRECT, OTHER, WRONG, Score
+from tasks.outcomes import FULL, Score, token_class
 
 from .prefix_attention import shared_prefix_attention
 from .vocab import attack_vocabulary, vocabulary_exclusions
-
-FULL = "full"
 
 
 @dataclass(frozen=True)
@@ -261,11 +260,6 @@ class Target:
         return (torch.logsumexp(logits[:, list(prepared.correct_ids)], -1)
                 - torch.logsumexp(logits[:, list(prepared.wrong_ids)], -1))
 
-    def _argmax_class(self, token: int, prepared: PreparedItem) -> str:
-        if token in prepared.correct_ids:
-            return CORRECT
-        return WRONG if token in prepared.wrong_ids else OTHER
-
     @torch.no_grad()
     def score(self, prepared: PreparedItem, adv_batch, mode) -> list[Score]:
         """Scores of every candidate (rows of `adv_batch`, equal lengths) under `mode`
@@ -279,7 +273,7 @@ class Target:
             p_correct, p_wrong = self.answer_probs(logits, prepared)
             tokens = logits.argmax(-1).tolist()
             for pc, pw, tok in zip(p_correct.tolist(), p_wrong.tolist(), tokens):
-                scores.append(Score(pc, pw, self.tokenizer.decode([tok]), self._argmax_class(tok, prepared)))
+                scores.append(Score(pc, pw, self.tokenizer.decode([tok]), token_class(tok, prepared.correct_ids, prepared.wrong_ids)))
         return scores
 
     @torch.no_grad()
@@ -292,28 +286,14 @@ class Target:
             tokens.append(int(self.answer_logits(step, mode, adv_ids=adv).argmax(-1)))
         return tokens
 
-    def minimal_k(self, prepared: PreparedItem, adv_ids, n_tokens: int = 2, search: str = "binary") -> int:
-        """The seed's per-prompt sparsity (section 3.2, step 3): a k whose next `n_tokens`
-        greedy tokens equal full attention's, in [1, causal key blocks at the last position].
-
-        `search="binary"` is the seed's binary search: it returns the smallest agreeing k
-        only if agreement is monotone in k (the result agrees and k - 1 does not, but a
-        smaller k may agree again). `search="linear"` tries k = 1, 2, ... and returns the
-        true minimum, at the cost of one decode per k tried."""
-        if search not in ("binary", "linear"):
-            raise ValueError(f"search must be 'binary' or 'linear', got {search!r}")
+    def minimal_k(self, prepared: PreparedItem, adv_ids, n_tokens: int = 2) -> int:
+        """The seed's per-prompt sparsity (section 3.2, step 3): the k its binary search
+        (`sparse.geometry.smallest_agreeing_k`) finds for the next `n_tokens` greedy tokens to
+        equal full attention's, in [1, causal key blocks at the last decoded position]."""
         reference = self.greedy_tokens(prepared, adv_ids, FULL, n_tokens)
-        lo, hi = 1, (len(prepared.prompt_ids(adv_ids)) + n_tokens - 2) // self.sparse.block_k + 1
-        if search == "linear":
-            return next(k for k in range(lo, hi + 1)
-                        if k == hi or self.greedy_tokens(prepared, adv_ids, k, n_tokens) == reference)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.greedy_tokens(prepared, adv_ids, mid, n_tokens) == reference:
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
+        n_blocks = causal_blocks(len(prepared.prompt_ids(adv_ids)) + n_tokens - 1, self.sparse.block_k)
+        return smallest_agreeing_k(lambda k: self.greedy_tokens(prepared, adv_ids, k, n_tokens) == reference,
+                                   n_blocks)
 
     @torch.no_grad()
     def attribution(self, prepared: PreparedItem, adv_ids, ks, needle: tuple[int, int] | None = None) -> dict:

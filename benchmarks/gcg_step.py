@@ -27,42 +27,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gcg_prompt import K_ATTACK, bench_prompt, nanogcg_spec  # noqa: E402
 from nanogcg_step import DEFAULT_WORKDIR, NanoGCG  # noqa: E402
 
-from attacks import Target  # noqa: E402
 from attacks.gcg import FullAttentionObjective, GCGConfig, GCGSearch  # noqa: E402
-from sparse import SparseConfig  # noqa: E402
-from tasks import TaskItem, build_context  # noqa: E402
-
-MODEL = "smollm2-135m"
-ITEM = TaskItem(id="bench-000", question="Is Rome in Belgium?", answer="no")
-K_ATTACK = 4
-
-
-def bench_prompt(prompt_tokens: int = 200, n_adv: int = 3):
-    """(model, tokenizer, (target, prepared)) with the whole prompt about `prompt_tokens` long."""
-    from harness.models import load_model
-
-    model, tok = load_model(MODEL)
-    target = Target(model, tok, SparseConfig(k=K_ATTACK))
-    bare = target.prepare(ITEM, "")
-    overhead = len(bare.prefix_ids) + len(bare.suffix_ids) + n_adv
-    prepared = target.prepare(ITEM, build_context("filler", tok, max(0, prompt_tokens - overhead), seed=0))
-    return model, tok, (target, prepared)
-
-
-def nanogcg_spec(nano: NanoGCG, prompt, width: int, steps: int, n_adv: int = 3) -> dict:
-    target, prepared = prompt
-    tok = target.tokenizer
-    wrong = tok.decode([prepared.wrong_ids[0]])
-    return {
-        "model_dir": str(nano.model_copy(Path(target.model.name_or_path))),
-        "prefix_ids": prepared.prefix_ids, "suffix_ids": prepared.suffix_ids,
-        "optim_str_init": " ".join(["x"] * n_adv), "target": wrong,
-        "search_width": width, "steps": steps, "threads": torch.get_num_threads(),
-        "probe_ids": prepared.prompt_ids([tok.encode(" x", add_special_tokens=False)[0]] * n_adv),
-    }
-
 
 def ours(prompt, width: int, steps: int, sparse: bool, batch_size: int, n_adv: int = 3) -> dict:
     """Step times of `steps` flipbench GCG steps (setup excluded)."""

@@ -27,7 +27,7 @@ import torch
 
 import sparse.attention as attention
 import sparse.layout as layout
-from sparse import SparseConfig, block_sparse_attention, flex_block_sparse_attention, select_blocks
+from sparse import SparseConfig, block_sparse_attention, flex_block_sparse_attention, make_settings, select_blocks
 
 HEADS, KV_HEADS, DIM = 14, 2, 64
 GCG_HEADS, GCG_KV_HEADS, GCG_KEYS, GCG_QUERIES = 9, 3, 205, 29
@@ -109,8 +109,8 @@ def main() -> None:
         k, v = (torch.randn(1, KV_HEADS, tokens, DIM, generator=g) for _ in range(2))
 
         for method in args.methods.split(","):
-            density = args.density if method == "stream-density" else None
-            cfg = SparseConfig(method=method, k=args.k, block_q=8, block_k=8, density=density)
+            settings = make_settings(method, {"density": args.density} if method == "stream-density" else {})
+            cfg = SparseConfig(method=method, k=args.k, block_q=8, block_k=8, settings=settings)
             row(tokens, f"select {method}", lambda cfg=cfg: select_blocks(q, k, cfg))
         cfg = SparseConfig(method="stream", k=args.k, block_q=8, block_k=8)
         sel = select_blocks(q, k, cfg)

@@ -157,7 +157,7 @@ def main(argv=None) -> None:
     if args.worker:
         worker(args.worker)
         return
-    from gcg_step import bench_prompt, nanogcg_spec  # the flipbench side; benchmarks/ is on sys.path
+    from gcg_prompt import bench_prompt, nanogcg_spec  # the flipbench side; benchmarks/ is on sys.path
 
     nano = NanoGCG(args.workdir)
     nano.ensure_venv()

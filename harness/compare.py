@@ -19,10 +19,10 @@ import json
 import sys
 from pathlib import Path
 
+from .cli import command
 from .errors import UsageError
-from .intervals import cluster_bootstrap, cluster_of, holm, paired_difference
+from .intervals import cluster_bootstrap, cluster_of, holm, paired_difference, wilson
 from .results import ResultRow, RowError, read_rows
-from .intervals import wilson
 
 
 class _Parser(argparse.ArgumentParser):
@@ -146,14 +146,13 @@ def main(argv=None) -> int:
     what.add_argument("--k", type=int, help="compare the flip at this k of the sweep (default: attack success)")
     what.add_argument("--density", type=float, help="compare the flip at each item's k for this density")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    try:
+
+    def body():
         args = parser.parse_args(argv)
         result = compare_runs(args.runs, args.k, args.density)
-    except UsageError as exc:
-        print(f"harness.compare: error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
-    return 0
+        print(json.dumps(result, indent=2) if args.json else format_table(result))
+
+    return command("harness.compare", body)
 
 
 if __name__ == "__main__":

@@ -45,9 +45,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from sparse import SparseConfig, available_sparse_methods, get_sparse_method, sparse_attention
+from plugins import unknown_name_message
+from sparse import SparseConfig, available_sparse_methods, get_sparse_method, make_settings, sparse_attention
+from sparse.settings import setting_names
 from tasks import build_context
 
+from .cli import command
 from .errors import UsageError
 from .wandb_log import WandbLogger
 
@@ -166,10 +169,15 @@ def binned(values: torch.Tensor, bins: int) -> list[float]:
 
 
 def modes(methods: list[str], ks: list[int], densities: list[float]) -> list[tuple[str, int, float | None]]:
-    """(method, k, density) to measure: fixed-k methods at every k; methods that read
-    SparseConfig.density at every density, with k as their floor."""
+    """(method, k, density) to measure: fixed-k methods at every k; methods with a `density`
+    setting at every density, with k as their floor."""
     return [(method, k, density) for method in methods for k in ks
-            for density in (densities if get_sparse_method(method).uses_density else [None])]
+            for density in (densities if reads_density(method) else [None])]
+
+
+def reads_density(method: str) -> bool:
+    """The method has a `density` setting (position-adaptive, e.g. stream-density)."""
+    return "density" in setting_names(get_sparse_method(method).settings)
 
 
 def label(method: str, k: int, density: float | None) -> str:
@@ -197,8 +205,9 @@ def run(args, model=None, tokenizer=None) -> dict:
         bar.update(1)
         hidden, densities = [], []
         for method, k, density in plan:
+            settings = make_settings(method, {} if density is None else {"density": density})
             cfg = SparseConfig(method=method, k=k, block_q=args.block_size, block_k=args.block_size,
-                               dense_layers=args.dense_layers, seed=args.seed, density=density)
+                               dense_layers=args.dense_layers, seed=args.seed, settings=settings)
             t0 = time.perf_counter()
             h, selections = final_hidden(model, ids, cfg, args.kernel)
             seconds[label(method, k, density)].append(time.perf_counter() - t0)
@@ -314,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="registered sparse methods (default stream,oracle,window,random)")
     p.add_argument("--k", type=_list(int, "integers"), default=[4, 8, 16], help="k values (default 4,8,16)")
     p.add_argument("--density", type=_list(float, "numbers"), default=[],
-                   help="densities rho for methods that read SparseConfig.density (e.g. stream-density); "
+                   help="densities rho for methods with a density setting (e.g. stream-density); "
                         "k is their floor")
     p.add_argument("--tokens", type=int, default=1024, help="text length T (default 1024)")
     p.add_argument("--texts", type=int, default=2, help="number of texts (default 2)")
@@ -338,14 +347,14 @@ def validate(args) -> None:
     known = available_sparse_methods()
     unknown = [m for m in args.methods if m not in known]
     if unknown:
-        raise UsageError(f"unknown sparse method(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        raise UsageError(unknown_name_message("sparse method", unknown[0], known))
     if not args.methods or not args.k:
         raise UsageError("--methods and --k need at least one value each")
     if any(k < 1 for k in args.k):
         raise UsageError(f"every --k must be >= 1, got {args.k}")
     if any(not 0 < d <= 1 for d in args.density):
         raise UsageError(f"--density values must lie in (0, 1], got {args.density}")
-    needs = [m for m in args.methods if get_sparse_method(m).uses_density]
+    needs = [m for m in args.methods if reads_density(m)]
     if needs and not args.density:
         raise UsageError(f"method(s) {', '.join(needs)} read the density: pass --density, e.g. --density 0.05,0.1")
     if args.source not in SOURCES:
@@ -370,25 +379,22 @@ def summary_table(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from harness.models import ModelLoadError
-
     args = build_parser().parse_args(argv)
     if args.out is None:
         args.out = Path("runs") / f"fidelity-{Path(args.model).name}-T{args.tokens}"
-    try:
+
+    def body():
         validate(args)
         results = run(args)
-    except (UsageError, ModelLoadError) as exc:
-        print(f"harness.fidelity: error: {exc}", file=sys.stderr)
-        return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fidelity.json").write_text(json.dumps(results, indent=2) + "\n")
-    plots = plot(results, args.out)
-    if args.wandb != "disabled":
-        FidelityWandb(args.wandb, args.wandb_project, results, args.out).log_results(results, plots)
-    print(summary_table(results))
-    print(f"written: {args.out / 'fidelity.json'} and {len(plots)} PNG plots", file=sys.stderr)
-    return 0
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "fidelity.json").write_text(json.dumps(results, indent=2) + "\n")
+        plots = plot(results, args.out)
+        if args.wandb != "disabled":
+            FidelityWandb(args.wandb, args.wandb_project, results, args.out).log_results(results, plots)
+        print(summary_table(results))
+        print(f"written: {args.out / 'fidelity.json'} and {len(plots)} PNG plots", file=sys.stderr)
+
+    return command("harness.fidelity", body)
 
 
 if __name__ == "__main__":

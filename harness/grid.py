@@ -38,6 +38,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .cli import command
 from .errors import UsageError
 from .yaml_file import read_mapping
 
@@ -190,10 +191,9 @@ def expand(spec: dict, source: str = "grid file", out: str | Path | None = None)
     plugins = plugins if isinstance(plugins, list) else [plugins]
     for p in plugins:
         _check_scalar(f"{source}: plugin", p)
-    if plugins:
-        from .options import load_plugins
+    from .options import load_plugins
 
-        load_plugins([f"--plugin={p}" for p in plugins])  # their attacks' flags become known options
+    load_plugins([f"--plugin={p}" for p in plugins])  # their attacks' flags become known options
     options = _options()
     order = [k for k in AXES if k in spec] + [k for k in spec if k not in AXES and k not in GRID_KEYS]
     fixed: list[tuple[str, object]] = []
@@ -341,10 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .models import ModelLoadError
-
     args = build_parser().parse_args(argv)
-    try:
+
+    def body():
         if args.executor == "local" and (args.ray_address or args.ray_cpus):
             raise UsageError("--ray-address and --ray-cpus need --executor ray")
         grid = expand(load_grid(args.grid), source=f"grid file {args.grid}", out=args.out)
@@ -355,19 +354,17 @@ def main(argv=None) -> int:
             return 0
         executor = make_executor(args.executor, grid, args.ray_address, args.ray_cpus)
         finished, failures = run_grid(grid, executor)
-    except (UsageError, ModelLoadError) as exc:
-        print(f"harness.grid: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished cells and items are saved; rerun the same grid to resume", file=sys.stderr)
-        return 130
-    if finished:
-        failures += build_leaderboards(grid, finished)
-    print(f"harness.grid: {len(finished)} of {len(grid.cells)} cells finished; leaderboard: {grid.out / 'leaderboard'}"
-          if finished else "harness.grid: no cell finished; no leaderboard", file=sys.stderr)
-    for line in failures:
-        print(f"harness.grid: {line}", file=sys.stderr)
-    return 1 if failures else 0
+        if finished:
+            failures += build_leaderboards(grid, finished)
+        print(f"harness.grid: {len(finished)} of {len(grid.cells)} cells finished; leaderboard: "
+              f"{grid.out / 'leaderboard'}" if finished else "harness.grid: no cell finished; no leaderboard",
+              file=sys.stderr)
+        for line in failures:
+            print(f"harness.grid: {line}", file=sys.stderr)
+        return 1 if failures else 0
+
+    return command("harness.grid", body,
+                   interrupted="interrupted: finished cells and items are saved; rerun the same grid to resume")
 
 
 if __name__ == "__main__":

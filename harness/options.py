@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 
 from attacks import available_attacks, get_attack
+from plugins import PluginError, unknown_name_message
 
 from .errors import UsageError
+from .models import DEFAULT_MODEL
 from .results import ADDED_OPTION_DEFAULTS
 from .yaml_file import read_mapping
 
@@ -26,7 +28,7 @@ DEFAULTS = {
     "block_q": 8,
     "block_k": 8,
     "dense_layers": 2,
-    "model": "qwen2.5-1.5b",
+    "model": DEFAULT_MODEL,
     "suite": "needle",
     "limit": None,
     "n_adv": 3,
@@ -64,6 +66,14 @@ def _list_of(cast, what: str):
 
 _int_list = _list_of(int, "integers")
 _float_list = _list_of(float, "numbers")
+
+
+def _setting(text: str) -> tuple[str, str]:
+    """NAME=VALUE of --method-opt (the method's settings class types the value)."""
+    name, sep, value = str(text).partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
 
 
 def _bool(text) -> bool:
@@ -109,8 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first key blocks always kept, outside k (HiP's attention sink; default 0)")
     p.add_argument("--local-blocks", dest="local_blocks", type=int, default=S,
                    help="key blocks ending at the diagonal always kept, outside k (default 0: the diagonal only)")
-    p.add_argument("--density", type=float, default=S,
-                   help="share of causal key blocks kept by position-adaptive methods (stream-density), e.g. 0.1")
+    p.add_argument("--method-opt", dest="method_options", action="append", type=_setting, default=S,
+                   metavar="NAME=VALUE",
+                   help="a setting of the sparse method, e.g. --method stream-density --method-opt density=0.1 "
+                        "(repeatable; YAML: method: {name: stream-density, density: 0.1})")
     p.add_argument("--model", default=S, help="model preset, hub id or local path (default qwen2.5-1.5b)")
     p.add_argument("--suite", default=S, help="task suite: needle (default; generated, see --depth), seed4, facts, "
                                               "a .jsonl/.csv/.yaml file or hf:name[:config]:split")
@@ -179,18 +191,36 @@ def load_yaml(path: str) -> dict:
             value = _int_list(value)
         if name in ("density_sweep", "depth") and value is not None and not isinstance(value, list):
             value = _float_list(value)
+        if name == "method" and isinstance(value, dict):  # method: {name: stream-density, density: 0.1}
+            settings = {str(k): v for k, v in value.items()}
+            if "name" not in settings:
+                raise UsageError(f"config file {path}: method needs a name, e.g. method: {{name: stream, ...}}")
+            value = settings.pop("name")
+            out["method_options"] = {**out.get("method_options", {}), **settings}
+        if name == "method_options" and not isinstance(value, dict):
+            raise UsageError(f"config file {path}: method_options must be a mapping of setting: value")
+        if name == "method_options":
+            value = {**out.get("method_options", {}), **{str(k): v for k, v in value.items()}}
         out[name] = value
     return out
 
 
 def load_plugins(argv) -> None:
-    """Import every `--plugin` before the parser is built, so plugins' attacks get flags."""
+    """Import every `--plugin` and every installed plugin (entry points) before the parser is
+    built, so plugins' attacks get flags and a broken plugin is one line, not a traceback."""
     argv = list(argv)
     for i, arg in enumerate(argv):
         if arg == "--plugin" and i + 1 < len(argv):
             import_plugin(argv[i + 1])
         elif arg.startswith("--plugin="):
             import_plugin(arg.split("=", 1)[1])
+    from sparse import available_sparse_methods
+
+    try:
+        available_attacks()
+        available_sparse_methods()
+    except PluginError as exc:
+        raise UsageError(str(exc)) from None
 
 
 _LOADED_PLUGINS: set[str] = set()
@@ -225,6 +255,8 @@ def resolve(argv) -> dict:
     load_plugins(argv)
     args = vars(build_parser().parse_args(argv))
     from_file = load_yaml(args.pop("config")) if "config" in args else {}
+    if "method_options" in args:  # flags add to (and override) the file's settings
+        args["method_options"] = {**from_file.get("method_options", {}), **dict(args["method_options"])}
     opts = {**DEFAULTS, **from_file, **args}
     block = opts.pop("block_size", None)
     if block is not None:
@@ -255,12 +287,6 @@ def validate(opts: dict) -> None:
     positive("dense_layers", 0)
     positive("sink_blocks", 0)
     positive("local_blocks", 0)
-    density = opts.get("density")
-    if density is not None and (isinstance(density, bool) or not isinstance(density, (int, float))
-                                or not 0 < density <= 1):
-        raise UsageError(f"--density must be a number in (0, 1], got {density!r}")
-    if opts.get("method") == "stream-density" and density is None:
-        raise UsageError("--method stream-density needs --density (the share of causal key blocks to keep, e.g. 0.1)")
     positive("context_tokens", 0)
     if opts.get("limit") is not None:
         positive("limit")
@@ -299,12 +325,20 @@ def validate(opts: dict) -> None:
     if any(not isinstance(k, int) or k < 1 for k in sweep):
         raise UsageError(f"--k-sweep values must be integers >= 1, got {sweep}")
     if opts["attack"] not in available_attacks():
-        raise UsageError(f"unknown attack {opts['attack']!r}; known attacks: {', '.join(available_attacks())}")
+        raise UsageError(unknown_name_message("attack", opts["attack"], available_attacks()))
     from sparse import available_sparse_methods
 
     if opts["method"] not in available_sparse_methods():
-        raise UsageError(f"unknown sparse method {opts['method']!r}; known methods: {', '.join(available_sparse_methods())}")
+        raise UsageError(unknown_name_message("sparse method", opts["method"], available_sparse_methods()))
+    from sparse import make_settings
+
+    if not isinstance(opts.get("method_options"), dict):
+        raise UsageError(f"method settings must be a mapping of setting: value, got {opts.get('method_options')!r}")
+    try:
+        make_settings(opts["method"], opts["method_options"])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     from tasks import available_contexts
 
     if opts["context"] not in available_contexts():
-        raise UsageError(f"unknown context {opts['context']!r}; known contexts: {', '.join(available_contexts())}")
+        raise UsageError(unknown_name_message("context", opts["context"], available_contexts()))

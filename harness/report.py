@@ -15,6 +15,8 @@ from pathlib import Path
 
 from tasks.outcomes import BREAKDOWN, OTHER, OUTCOME_NAMES, STRICT
 
+from .cli import command
+from .errors import UsageError
 from .results import FULL, SKIPPED, ResultRow, RowError, read_rows
 
 
@@ -109,15 +111,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
-    try:
-        print(render(args.run_dir))
-    except FileNotFoundError as exc:
-        print(f"harness.report: error: {args.run_dir} is not a run directory ({exc.filename} missing)", file=sys.stderr)
-        return 2
-    except (json.JSONDecodeError, KeyError, RowError) as exc:
-        print(f"harness.report: error: {args.run_dir} has an unreadable result ({exc})", file=sys.stderr)
-        return 2
-    return 0
+
+    def body():
+        try:
+            print(render(args.run_dir))
+        except FileNotFoundError as exc:
+            raise UsageError(f"{args.run_dir} is not a run directory ({exc.filename} missing)") from None
+        except (json.JSONDecodeError, KeyError, RowError) as exc:
+            raise UsageError(f"{args.run_dir} has an unreadable result ({exc})") from None
+
+    return command("harness.report", body)
 
 
 if __name__ == "__main__":

@@ -19,24 +19,30 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.outcomes import Score, classify, confident
+from tasks.outcomes import FULL, Score, classify, confident
 
 ATTACKED, SKIPPED = "attacked", "skipped"
 STATUSES = (ATTACKED, SKIPPED)
 SKIP_FULL_WRONG = "full attention does not answer right (by --full-margin) without adversarial tokens"
-FULL = "full"
 NO_ATTACK = "none"
 
 # Options added after the first release, with the value that reproduces older runs: a
 # run directory whose config lacks one of them ran with this value (resume and pooling
 # compare configs with these filled in).
 ADDED_OPTION_DEFAULTS = {"full_margin": 0.0, "minimal_k": False, "density_sweep": None, "depth": None,
-                         "sink_blocks": 0, "local_blocks": 0, "density": None,
+                         "sink_blocks": 0, "local_blocks": 0, "method_options": {},
                          "absent": 0, "balance": False}
 
 
 def with_added_defaults(config: dict) -> dict:
-    """`config` with options it predates set to the value it ran with."""
+    """`config` with options it predates set to the value it ran with. Second-release
+    configs kept stream-density's share in a global `density`: it is that method's
+    setting now (`method_options`)."""
+    config = dict(config)
+    if "density" in config:
+        density = config.pop("density")
+        if density is not None:
+            config["method_options"] = {**config.get("method_options", {}), "density": density}
     return {**ADDED_OPTION_DEFAULTS, **config}
 
 

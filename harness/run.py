@@ -22,11 +22,13 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from attacks import FULL, Target, get_attack
-from sparse import SparseConfig, get_sparse_method
+from sparse import SparseConfig, make_settings
+from sparse.geometry import answer_geometry, causal_blocks, k_for_density
 from tasks import SuiteError, build_context, load_suite, needle_token_span, needs_tokenizer
 from tasks.needle import DEFAULT_DEPTHS
 from tasks.outcomes import classify, confident, draw_class
 
+from .cli import command
 from .errors import UsageError
 from .options import NOT_RESULT_KEYS, resolve
 from .results import ATTACKED, SKIP_FULL_WRONG, SKIPPED, VERIFIED, ResultRow, outcome_maps, verification
@@ -70,29 +72,6 @@ def result_config(opts: dict, attack_cfg) -> dict:
     return config
 
 
-def kept_blocks(cfg: SparseConfig, k: int, n_blocks: int) -> int:
-    """Key blocks kept by the answer's query block at k out of its `n_blocks` causal ones,
-    by the method's own rule (reserved sink/local blocks, adaptive k ...)."""
-    return int(get_sparse_method(cfg.method).kept(cfg.replace(k=k), n_blocks))
-
-
-def causal_blocks(prompt_len: int, cfg: SparseConfig) -> int:
-    """Causal key blocks of the answer position (the prompt's last token)."""
-    return (prompt_len - 1) // cfg.block_k + 1
-
-
-def answer_geometry(prompt_len: int, cfg: SparseConfig, ks) -> tuple[int, dict[str, float]]:
-    """(causal key blocks at the answer position, {k: kept / causal blocks there})."""
-    n_blocks = causal_blocks(prompt_len, cfg)
-    return n_blocks, {str(k): kept_blocks(cfg, k, n_blocks) / n_blocks for k in ks}
-
-
-def k_for_density(cfg: SparseConfig, density: float, n_blocks: int) -> int:
-    """The k whose kept / causal blocks at the answer position is closest to `density`
-    (the smaller k on a tie)."""
-    return min(range(1, n_blocks + 1), key=lambda k: (abs(kept_blocks(cfg, k, n_blocks) / n_blocks - density), k))
-
-
 def draw_counts(draws: list[dict]) -> dict:
     """Per-draw classes of an attack as counts: sparse-only flips, full attention also
     not right, both right (`tasks.outcomes.draw_class` on the answer classes)."""
@@ -102,7 +81,7 @@ def draw_counts(draws: list[dict]) -> dict:
     return counts
 
 
-def seed_k_record(target: Target, prepared, row: ResultRow, margin: float) -> dict:
+def minimal_k_record(target: Target, prepared, row: ResultRow, margin: float) -> dict:
     """The k a researcher using STREAM as intended would pick (the seed's binary search for
     the smallest k reproducing full attention's next two tokens) on the clean prompt and,
     when attacked, on the adversarial one; and whether the adversarial prompt flips at the
@@ -126,7 +105,7 @@ def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> tu
     prepared = target.prepare(item, context)
     ks, density_ks = opts["k_sweep"], None
     if opts["density_sweep"] is not None:
-        n_blocks = causal_blocks(len(prepared.prompt_ids([0] * getattr(attack_cfg, "n_adv", 0))), target.sparse)
+        n_blocks = causal_blocks(len(prepared.prompt_ids([0] * getattr(attack_cfg, "n_adv", 0))), target.sparse.block_k)
         density_ks = {str(d): k_for_density(target.sparse, d, n_blocks) for d in opts["density_sweep"]}
         ks = sorted(set(ks) | set(density_ks.values()))
     natural = target.sweep(prepared, [], ks)
@@ -161,7 +140,7 @@ def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> tu
         trace = result.trace
         prepared = placed
     if opts["minimal_k"]:
-        row.minimal_k = seed_k_record(target, prepared, row, margin)
+        row.minimal_k = minimal_k_record(target, prepared, row, margin)
     row.answer_blocks, row.density = answer_geometry(len(prepared.prompt_ids(adv_ids)), target.sparse, ks)
     if row.success:
         row.verified_status, row.monotone = verification(row.scores, ks, opts["k_attack"], row.density)
@@ -227,11 +206,11 @@ def format_table(summary: dict) -> str:
     if margins:
         lines.append(f"full attention P(a) - P(ā) on counted items: min {margins['min']:.3f}, median "
                      f"{margins['median']:.3f}, {margins['below_0.2']}/{margins['n']} below 0.2")
-    seed_k = summary.get("seed_k")
-    if seed_k:
-        flips = seed_k["flip_at_clean_k"]
-        lines.append(f"seed k (binary search, next 2 tokens): median {seed_k['median_clean']} clean, "
-                     f"{seed_k['median_adversarial']} adversarial; flips at the clean prompt's k: "
+    searched = summary.get("minimal_k")
+    if searched:
+        flips = searched["flip_at_clean_k"]
+        lines.append(f"minimal k (the seed paper's binary search, next 2 tokens): median {searched['median_clean']} "
+                     f"clean, {searched['median_adversarial']} adversarial; flips at the clean prompt's k: "
                      f"{flips['count']}/{flips['n']} [{flips['ci_low']:.3f}, {flips['ci_high']:.3f}]")
     lines.append("density: kept / causal key blocks at the answer position (mean over items); cluster intervals "
                  "resample contexts; a flip is a strict flip or a breakdown (docs/results-schema.md)")
@@ -262,7 +241,7 @@ def _target(opts: dict, model, tokenizer) -> Target:
     sparse_cfg = SparseConfig(method=opts["method"], k=opts["k_attack"], block_q=opts["block_q"],
                               block_k=opts["block_k"], dense_layers=opts["dense_layers"], seed=opts["seed"],
                               sink_blocks=opts["sink_blocks"], local_blocks=opts["local_blocks"],
-                              density=opts["density"])
+                              settings=make_settings(opts["method"], opts["method_options"]))
     return Target(model, tokenizer, sparse_cfg, batch_size=opts["batch_size"])
 
 
@@ -339,17 +318,11 @@ def run(opts: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    from harness.models import ModelLoadError
-
-    try:
+    def body():
         run(resolve(argv))
-    except (UsageError, ModelLoadError) as exc:
-        print(f"harness.run: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished items are saved; rerun the same command to resume", file=sys.stderr)
-        return 130
-    return 0
+
+    return command("harness.run", body,
+                   interrupted="interrupted: finished items are saved; rerun the same command to resume")
 
 
 if __name__ == "__main__":

@@ -205,13 +205,13 @@ def summarize(rows: list[ResultRow], k_attack: int, k_sweep: list[int],
     if any(r.verified_status for r in successes):
         summary["n_unverifiable"] = sum(1 for r in successes if r.verified_status == UNVERIFIABLE)
         summary["n_monotone"] = sum(1 for r in successes if r.monotone)
-    seed_k = [r.minimal_k for r in attacked if r.minimal_k and "adversarial" in r.minimal_k]
-    if seed_k:
-        summary["seed_k"] = {
-            "median_clean": statistics.median(m["clean"] for m in seed_k),
-            "median_adversarial": statistics.median(m["adversarial"] for m in seed_k),
-            "flip_at_clean_k": proportion(sum(bool(m["flip_at_clean_k"]) for m in seed_k), len(seed_k)),
-            "strict_at_clean_k": proportion(sum(bool(m["strict_at_clean_k"]) for m in seed_k), len(seed_k)),
+    searched = [r.minimal_k for r in attacked if r.minimal_k and "adversarial" in r.minimal_k]
+    if searched:
+        summary["minimal_k"] = {
+            "median_clean": statistics.median(m["clean"] for m in searched),
+            "median_adversarial": statistics.median(m["adversarial"] for m in searched),
+            "flip_at_clean_k": proportion(sum(bool(m["flip_at_clean_k"]) for m in searched), len(searched)),
+            "strict_at_clean_k": proportion(sum(bool(m["strict_at_clean_k"]) for m in searched), len(searched)),
         }
     if any(r.attribution for r in attacked):
         summary["attribution"] = _attribution(attacked, k_attack)

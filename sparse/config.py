@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -17,8 +18,8 @@ class SparseConfig:
     min(d_i + 1, |reserved_i| + k - 1) blocks, reserved_i = {0..sink_blocks-1} ∪
     {d_i-local_blocks+1..d_i} ∪ {d_i}; with both 0 (the default) that is min(d_i + 1, k).
     `dense_layers` keeps the first layers on full attention: the seed paper reports
-    that sparsifying them destroys the model. `density` is the share of causal blocks
-    a position-adaptive method (`stream-density`) keeps; fixed-k methods ignore it.
+    that sparsifying them destroys the model. `settings` holds the method's own settings
+    (its registered dataclass, `sparse.settings`; None: the method's defaults).
     """
 
     method: str = "stream"
@@ -29,7 +30,7 @@ class SparseConfig:
     seed: int = 0
     sink_blocks: int = 0
     local_blocks: int = 0
-    density: float | None = None
+    settings: object | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str) or not self.method:
@@ -43,9 +44,9 @@ class SparseConfig:
                 raise ValueError(f"SparseConfig.{name} must be >= {minimum}, got {value}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"SparseConfig.seed must be an integer, got {self.seed!r}")
-        if self.density is not None and (isinstance(self.density, bool) or not isinstance(self.density, (int, float))
-                                         or not 0 < self.density <= 1):
-            raise ValueError(f"SparseConfig.density must be a number in (0, 1] or None, got {self.density!r}")
+        if self.settings is not None and not dataclasses.is_dataclass(self.settings):
+            raise ValueError(f"SparseConfig.settings must be a method's settings dataclass or None, "
+                             f"got {self.settings!r}")
 
     @property
     def reserved_blocks(self) -> int:
@@ -63,5 +64,5 @@ class SparseConfig:
 
     def replace(self, **changes) -> "SparseConfig":
         """A copy with some fields changed (validated again)."""
-        return SparseConfig(**{**asdict(self), **changes})
+        return dataclasses.replace(self, **changes)
 

@@ -4,7 +4,7 @@ With a constant k, the last query blocks of a long text, which have the most cau
 key blocks, keep the smallest share of them: the seed's section 4.2 finds retrieval
 poor toward the end of texts longer than 8k tokens. Here query block i with n_i
 causal blocks searches k_i - 1 blocks with k_i = max(k, ceil(density * n_i)), so
-every position keeps about the same share (`SparseConfig.density`, rho), and at
+every position keeps about the same share (its setting `density`, rho), and at
 least k (the floor k_min). Kept per query block: min(n_i, reserved + k_i - 1).
 
 It is STREAM's own hierarchical search (`sparse.stream.stream_rows`), run once per
@@ -15,22 +15,33 @@ sequence, so groups are contiguous); registered like any user method.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from .layout import SelectionContext
-from .registry import get_sparse_method, register_sparse_method
+from .registry import get_sparse_method, register_sparse_method, settings_of
 from .stream import _per_block, stream_rows
+
+
+@dataclass(frozen=True)
+class StreamDensitySettings:
+    """`density`: the share of each query block's causal key blocks to keep (no default:
+    it is the method's budget)."""
+
+    density: float
+
+    def __post_init__(self):
+        if isinstance(self.density, bool) or not isinstance(self.density, (int, float)) or not 0 < self.density <= 1:
+            raise ValueError(f"density must be a number in (0, 1], got {self.density!r}")
 
 
 def adaptive_k(cfg, n_causal):
     """k_i for `n_causal` causal blocks (int or LongTensor): max(k, ceil(density * n_causal))."""
-    if cfg.density is None:
-        raise ValueError("sparse method 'stream-density' needs SparseConfig.density (the share of causal blocks "
-                         "to keep, e.g. 0.1)")
+    density = settings_of(cfg).density
     if isinstance(n_causal, int):
-        return max(cfg.k, math.ceil(cfg.density * n_causal - 1e-9))
-    return torch.clamp(torch.ceil(cfg.density * n_causal.double() - 1e-9).long(), min=cfg.k)
+        return max(cfg.k, math.ceil(density * n_causal - 1e-9))
+    return torch.clamp(torch.ceil(density * n_causal.double() - 1e-9).long(), min=cfg.k)
 
 
 def kept_blocks(cfg, n_causal):
@@ -41,7 +52,7 @@ def kept_blocks(cfg, n_causal):
     return torch.minimum(n_causal, limit)
 
 
-@register_sparse_method("stream-density", kept=kept_blocks, uses_density=True)
+@register_sparse_method("stream-density", kept=kept_blocks, settings=StreamDensitySettings)
 def stream_density_select(ctx: SelectionContext) -> torch.Tensor:
     """STREAM keeping a constant share of each query block's causal blocks (floor k)."""
     width = int(kept_blocks(ctx.cfg, ctx.layout.n_kblocks))
@@ -74,7 +85,8 @@ def matched_density(cfg, n_qblocks: int, k_min: int = 2, tol: float = 1e-4) -> f
     lo, hi = 0.0, 1.0
     while hi - lo > tol:
         mid = (lo + hi) / 2
-        if total_kept(cfg.replace(k=k_min, density=mid), "stream-density", n_qblocks) >= target:
+        adaptive = cfg.replace(method="stream-density", k=k_min, settings=StreamDensitySettings(mid))
+        if total_kept(adaptive, "stream-density", n_qblocks) >= target:
             hi = mid
         else:
             lo = mid

@@ -7,6 +7,10 @@ from typing import Callable
 
 import torch
 
+from plugins import Registry, UnknownNameError
+
+from .settings import NoSettings, build_settings
+
 
 def fixed_k(cfg, n_causal):
     """The default rule: the reserved blocks plus k - 1 chosen ones (`SparseConfig.kept`)."""
@@ -27,52 +31,59 @@ class SparseMethod:
     for a query block with `n_causal` causal blocks (int or LongTensor); the
     selection's width is `kept(cfg, n_kblocks)`, and `validate_selection` checks every
     row against it. Default: `SparseConfig.kept`; `full` keeps every block.
+    `settings` is the method's own settings dataclass (`sparse.settings`), read through
+    `settings_of(cfg)`.
     """
 
     name: str
     select: Callable[..., torch.Tensor]
     kept: Callable = fixed_k
-    uses_density: bool = False  # reads SparseConfig.density (position-adaptive methods)
+    settings: type = NoSettings
 
     @property
     def keeps_all(self) -> bool:
         return self.kept is every_block
 
 
-_METHODS: dict[str, SparseMethod] = {}
+# Methods of installed distributions register themselves through this entry point group.
+METHODS: Registry[SparseMethod] = Registry("sparse method", entry_point_group="flipbench.sparse_methods")
 
-
-class UnknownSparseMethodError(KeyError):
-    """Raised for a method name nobody registered; the message lists the known ones."""
-
-    def __str__(self) -> str:  # KeyError would quote the whole message
-        return self.args[0]
+UnknownSparseMethodError = UnknownNameError  # the name earlier releases raised
 
 
 def register_sparse_method(name: str, *, keeps_all: bool = False, kept: Callable | None = None,
-                           uses_density: bool = False, overwrite: bool = False):
+                           settings: type = NoSettings, overwrite: bool = False):
     """Decorator registering `fn(ctx) -> selection` under `name`; `keeps_all` for methods
-    that ignore k, `kept(cfg, n_causal)` for methods with their own kept-block rule."""
-    if not isinstance(name, str) or not name:
-        raise ValueError("a sparse method needs a non-empty string name")
+    that ignore k, `kept(cfg, n_causal)` for methods with their own kept-block rule,
+    `settings` for a method with settings of its own (a frozen dataclass)."""
 
     def decorator(fn):
-        if name in _METHODS and not overwrite:
-            raise ValueError(f"sparse method {name!r} is already registered (pass overwrite=True to replace it)")
         rule = every_block if keeps_all else (kept or fixed_k)
-        _METHODS[name] = SparseMethod(name=name, select=fn, kept=rule, uses_density=uses_density)
+        METHODS.register(name, SparseMethod(name=name, select=fn, kept=rule, settings=settings), overwrite)
         return fn
 
     return decorator
 
 
+def make_settings(name: str, values=None):
+    """The settings of method `name` from user values (ValueError naming the method and setting)."""
+    return build_settings(name, get_sparse_method(name).settings, values or {})
+
+
+def settings_of(cfg):
+    """`cfg.settings`, or the defaults of `cfg.method`'s settings when none were given."""
+    settings_cls = get_sparse_method(cfg.method).settings
+    if cfg.settings is None:
+        return make_settings(cfg.method)
+    if not isinstance(cfg.settings, settings_cls):
+        raise ValueError(f"sparse method {cfg.method!r} takes {settings_cls.__name__}, "
+                         f"got {type(cfg.settings).__name__}")
+    return cfg.settings
+
+
 def get_sparse_method(name: str) -> SparseMethod:
-    try:
-        return _METHODS[name]
-    except KeyError:
-        known = ", ".join(available_sparse_methods())
-        raise UnknownSparseMethodError(f"unknown sparse method {name!r}; known methods: {known}") from None
+    return METHODS.get(name)
 
 
 def available_sparse_methods() -> list[str]:
-    return sorted(_METHODS)
+    return METHODS.names()

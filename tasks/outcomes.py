@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The key of full attention among the modes of a sweep ("full", "2", "4", ...).
+FULL = "full"
 # Class of an answer: the argmax token's set, or the answer class of a score.
 CORRECT, WRONG, OTHER = "correct", "wrong", "other"
 ARGMAX_CLASSES = (CORRECT, WRONG, OTHER)
@@ -42,6 +44,13 @@ ARGMAX_CLASSES = (CORRECT, WRONG, OTHER)
 KEPT, STRICT, BREAKDOWN = "kept", "strict", "breakdown"
 OUTCOME_CLASSES = (KEPT, STRICT, BREAKDOWN)
 OUTCOME_NAMES = {KEPT: "kept", STRICT: "strict flip", BREAKDOWN: "breakdown"}
+
+
+def token_class(token: int, correct_ids, wrong_ids) -> str:
+    """CORRECT, WRONG or OTHER: which answer set holds a (greedy) token id."""
+    if token in correct_ids:
+        return CORRECT
+    return WRONG if token in wrong_ids else OTHER
 
 
 @dataclass(frozen=True)

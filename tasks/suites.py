@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from plugins import Registry, unknown_name_message
+
 from .items import ACCEPTED, TaskItem, normalise_answer
 from .needle import DEFAULT_DEPTHS, needle_items
 
@@ -30,8 +32,15 @@ GENERATED = ("needle",)  # built from the model's tokenizer: see tasks/needle.py
 NEEDLE_DEFAULT_ITEMS = 48  # 16 per default depth
 
 
+# Built-in suite name -> its file under tasks/data (None: generated). No entry point group:
+# a generated suite needs its own options, so plugins give suite files or hf: datasets instead.
+SUITES: Registry[str | None] = Registry("suite")
+for _name, _file in {**BUILTIN, **dict.fromkeys(GENERATED)}.items():
+    SUITES.register(_name, _file)
+
+
 def available_suites() -> list[str]:
-    return list(BUILTIN) + list(GENERATED)
+    return SUITES.names()
 
 
 def _blank(value) -> bool:
@@ -196,8 +205,8 @@ def load_suite(name_or_path: str, limit: int | None = None, *, tokenizer=None, c
             return needle_items(tokenizer, limit or NEEDLE_DEFAULT_ITEMS, context_tokens, depths, seed, absent, balance)
         except ValueError as exc:
             raise SuiteError(str(exc)) from None
-    if name in BUILTIN:
-        items = load_file(Path(str(resources.files("tasks") / "data" / BUILTIN[name])), prefix=name)
+    if name in SUITES:
+        items = load_file(Path(str(resources.files("tasks") / "data" / SUITES.get(name))), prefix=name)
     elif name.startswith("hf:"):
         items = load_hf(name, limit)
     elif Path(name).is_file():
@@ -205,6 +214,6 @@ def load_suite(name_or_path: str, limit: int | None = None, *, tokenizer=None, c
     elif Path(name).suffix.lower() in FORMATS:
         raise SuiteError(f"{name}: no such suite file")
     else:
-        raise SuiteError(f"unknown suite {name!r}: built-in suites are {', '.join(available_suites())}; "
+        raise SuiteError(f"{unknown_name_message('suite', name, available_suites())}; "
                          f"or give a {'/'.join(FORMATS)} file or hf:<name>[:<config>]:<split>")
     return items[:limit] if limit is not None else items

@@ -141,7 +141,7 @@ def test_cli_writes_json_and_plots(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--methods", "nope"], "unknown sparse method(s) nope"),
+    (["--methods", "nope"], "unknown sparse method 'nope'"),
     (["--k", "0"], "every --k must be >= 1"),
     (["--tokens", "8"], "--tokens (8) is too small"),
     (["--density", "2"], "(0, 1]"),

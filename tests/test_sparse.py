@@ -12,7 +12,9 @@ from tiny_models import greedy, tiny_model
 
 import sparse.attention as attention_module
 from sparse.registry import fixed_k
+from sparse.settings import setting_names
 from sparse import (
+    NoSettings,
     SparseConfig,
     UnknownSparseMethodError,
     UnsupportedModelError,
@@ -21,6 +23,7 @@ from sparse import (
     density,
     get_sparse_method,
     layer_selections,
+    make_settings,
     minimal_k,
     register_sparse_method,
     select_blocks,
@@ -55,8 +58,10 @@ def qkv(batch, q_heads, kv_heads, q_len, kv_len, dim=16, seed=0):
 def test_every_method_keeps_its_blocks_with_diagonal_and_reserved_ones(method, geometry, sink, local):
     kv_len, q_offset, bq, bk, k = geometry
     q, key, _ = qkv(2, 4, 2, kv_len - q_offset, kv_len)
+    settings = make_settings(method, {"density": 0.3} if "density" in setting_names(get_sparse_method(method).settings)
+                             else {})
     cfg = SparseConfig(method=method, k=k, block_q=bq, block_k=bk, sink_blocks=sink, local_blocks=local,
-                       density=0.3)
+                       settings=settings)
     sel = select_blocks(q, key, cfg, q_offset=q_offset)
     spec = get_sparse_method(method)
     n_kblocks = -(-kv_len // bk)
@@ -403,8 +408,8 @@ def test_stream_selection_at_32k_tokens_stays_under_3_gib():
 @pytest.mark.parametrize("rho,k_min,sink,local", [(0.25, 2, 0, 0), (0.1, 3, 1, 2), (0.5, 1, 0, 1)])
 def test_stream_density_keeps_the_density_rule_exactly(rho, k_min, sink, local):
     q, key, _ = qkv(1, 4, 2, 200, 200, seed=3)
-    cfg = SparseConfig(method="stream-density", k=k_min, block_q=4, block_k=4, density=rho, sink_blocks=sink,
-                       local_blocks=local)
+    cfg = SparseConfig(method="stream-density", k=k_min, block_q=4, block_k=4, sink_blocks=sink,
+                       local_blocks=local, settings=make_settings("stream-density", {"density": rho}))
     sel = select_blocks(q, key, cfg)
     n = torch.arange(1, sel.shape[2] + 1)  # causal blocks of query block i (b_q = b_k, no offset)
     k_i = torch.clamp(torch.ceil(rho * n.double()).long(), min=k_min)
@@ -419,6 +424,13 @@ def test_stream_density_keeps_the_density_rule_exactly(rho, k_min, sink, local):
 def test_stream_density_at_full_density_is_full_and_needs_a_density():
     q, key, _ = qkv(1, 2, 2, 64, 64)
     full = select_blocks(q, key, SparseConfig(method="full", block_q=8, block_k=8))
-    assert torch.equal(select_blocks(q, key, SparseConfig(method="stream-density", k=1, density=1.0)), full)
-    with pytest.raises(ValueError, match="needs SparseConfig.density"):
+    dense = SparseConfig(method="stream-density", k=1, settings=make_settings("stream-density", {"density": 1.0}))
+    assert torch.equal(select_blocks(q, key, dense), full)
+    with pytest.raises(ValueError, match="'stream-density' needs setting density"):
         select_blocks(q, key, SparseConfig(method="stream-density", k=2))
+    with pytest.raises(ValueError, match="'stream-density' has no setting 'densty'; did you mean 'density'"):
+        make_settings("stream-density", {"densty": 0.1})
+    with pytest.raises(ValueError, match=r"'stream-density': density must be a number in \(0, 1\], got 1.5"):
+        make_settings("stream-density", {"density": "1.5"})
+    with pytest.raises(ValueError, match="takes StreamDensitySettings"):
+        select_blocks(q, key, SparseConfig(method="stream-density", k=2, settings=NoSettings()))

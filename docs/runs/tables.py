@@ -8,6 +8,8 @@
         # stream-density, one pair of runs per context length; heatmaps to OUT_DIR
     .venv/bin/python docs/runs/tables.py fidelity RUN_DIR        # docs/science.md's fidelity table: means,
         # first / last tenth of the text, per-text means, total kept blocks per layer and head
+    .venv/bin/python docs/runs/tables.py protocol RUN_A RUN_B ...  # protocol v1: natural flips per method
+        # and density (Wilson, cluster intervals, directions), each method against the first (Holm)
     .venv/bin/python docs/runs/tables.py minimal-k RUN_DIR       # the k STREAM's binary search picks, clean
         # and adversarial, and whether the attacked prompt flips at the clean prompt's k
 
@@ -49,7 +51,7 @@ def ks_of(run: str) -> list[int]:
 
 def needle(run: str) -> None:
     rows, ks = rows_of(run), ks_of(run)
-    depths = sorted({r.needle["depth"] for r in rows})
+    depths = sorted({r.needle["depth"] for r in rows} - {None})  # absent-needle items count in "all" only
     print("| depth | full attention correct | " + " | ".join(f"k={k} natural strict / breakdown" for k in ks) + " |")
     print("|---:|---:|" + "---|" * len(ks))
     for d in depths + [None]:
@@ -81,7 +83,7 @@ def needle(run: str) -> None:
     print()
     print("| k | retained attention mass, natural flip (n) | no flip (n) | needle kept, share of heads: flip | no flip |")
     print("|---:|---|---|---|---|")
-    ok = [r for r in rows if r.counted and r.attribution]
+    ok = [r for r in rows if r.counted and r.attribution and r.needle.get("token_span")]
     for k in ks:
         groups = {True: [], False: []}
         for r in ok:
@@ -172,12 +174,12 @@ def _kept_ratio(fixed, adaptive) -> float:
 
 
 def _paired_wrong(pairs) -> None:
-    """McNemar exact test on "wrong" (the seed's criterion: strict flip or breakdown) per
-    length and pooled, on the items full attention answers in both runs of a pair."""
-    from leaderboard.paired import mcnemar_exact
+    """McNemar exact test on "wrong" (a flip: strict flip or breakdown) per length and
+    pooled, on the items full attention answers in both runs of a pair."""
+    from harness.intervals import mcnemar_exact
 
     def wrong(r, k):
-        return r.natural_outcomes[k]["seed"]
+        return r.natural_flipped[k]
 
     print()
     print("| context tokens | paired items | wrong: fixed | wrong: adaptive | discordant fixed-only : adaptive-only "
@@ -198,6 +200,56 @@ def _paired_wrong(pairs) -> None:
               f"{mcnemar_exact(b, c):.3g} |")
     n, wf, wa, b, c = total
     print(f"| pooled | {n} | {ci(wf, n)} | {ci(wa, n)} | {b} : {c} | {mcnemar_exact(b, c):.3g} |")
+
+
+def protocol(runs: list[str]) -> None:
+    """Benchmark protocol v1 (docs/replication.md): natural flips per method and density with
+    Wilson and cluster intervals, strict / breakdown, direction and balanced rate; then every
+    method against the first at each density on the items both count (McNemar, Holm over all)."""
+    from harness.intervals import cluster_bootstrap, cluster_of, direction_table, holm, paired_difference
+
+    def at(r, d):
+        return r.density_ks.get(str(d)) if r.density_ks else None
+
+    densities = sorted({float(d) for run in runs for d in (config_of(run).get("density_sweep") or [])})
+    print("| method | density (achieved) | n (contexts) | flip rate, Wilson | cluster 95% | strict + breakdown | "
+          "yes->not yes | no->not no | balanced |")
+    print("|---|---:|---:|---|---|---|---|---|---|")
+    tables = {}
+    for run in runs:
+        method = config_of(run)["method"]
+        rows = [r for r in rows_of(run) if r.counted]
+        tables[method] = {r.item_id: r for r in rows}
+        for d in densities:
+            sub = [r for r in rows if at(r, d) is not None]
+            ks = [str(at(r, d)) for r in sub]
+            flags = [r.natural_flipped[k] for r, k in zip(sub, ks)]
+            strict = sum(r.natural_outcomes[k]["strict"] for r, k in zip(sub, ks))
+            breakdown = sum(r.natural_outcomes[k]["breakdown"] for r, k in zip(sub, ks))
+            achieved = sum(r.density[k] for r, k in zip(sub, ks)) / len(sub)
+            interval = cluster_bootstrap(flags, [cluster_of(r) for r in sub])
+            table = direction_table([(f, r.answer, cluster_of(r)) for f, r in zip(flags, sub)])
+            yes, no, bal = table["yes"], table["no"], table["balanced"]
+            print(f"| {method} | {d} ({achieved:.3f}) | {len(sub)} ({interval.clusters}) | {ci(sum(flags), len(sub))} | "
+                  f"[{interval.low:.2f}, {interval.high:.2f}] | {strict} + {breakdown} | {yes['count']}/{yes['n']} | "
+                  f"{no['count']}/{no['n']} | {bal['rate']:.2f} [{bal['low']:.2f}, {bal['high']:.2f}] |")
+    first, *others = list(tables)
+    tests = []
+    for other in others:
+        for d in densities:
+            ids = [i for i in tables[first] if i in tables[other] and at(tables[first][i], d) is not None
+                   and at(tables[other][i], d) is not None]
+            a = [tables[first][i].natural_flipped[str(at(tables[first][i], d))] for i in ids]
+            b = [tables[other][i].natural_flipped[str(at(tables[other][i], d))] for i in ids]
+            tests.append((other, d, paired_difference(a, b, [cluster_of(tables[first][i]) for i in ids])))
+    adjusted = holm([t.p for _, _, t in tests])
+    print()
+    print(f"| {first} vs | density | paired n (contexts) | difference, cluster 95% | discordant {first}-only : other-only "
+          "| McNemar p | Holm p |")
+    print("|---|---:|---:|---|---|---:|---:|")
+    for (other, d, t), p in zip(tests, adjusted):
+        print(f"| {other} | {d} | {t.n} ({t.clusters}) | {t.diff:+.3f} [{t.low:+.2f}, {t.high:+.2f}] | {t.b10} : {t.b01} | "
+              f"{t.p:.3g} | {p:.3g} |")
 
 
 def grid(out: str, runs: list[str]) -> None:
@@ -333,6 +385,9 @@ def minimal_k(run: str) -> None:
 
 if __name__ == "__main__":
     kind, *args = sys.argv[1:]
+    if kind == "protocol":
+        protocol(args)
+        sys.exit(0)
     if kind == "needle":
         needle(args[0])
     elif kind == "sink":

@@ -1,0 +1,28 @@
+"""The one error policy of every `python -m harness.*` command.
+
+A user's mistake (bad option, unusable run directory, model that cannot be loaded)
+is one line `PROG: error: ...` on stderr and exit status 2, never a traceback; Ctrl-C
+says what was kept and exits 130. Each command's `main` hands its body to `command`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from .errors import ModelLoadError, UsageError
+
+USER_ERRORS = (UsageError, ModelLoadError)
+
+
+def command(prog: str, body: Callable[[], int | None], interrupted: str = "interrupted",
+            errors: tuple[type[BaseException], ...] = USER_ERRORS) -> int:
+    """Run `body()` and return its exit status (None: 0) under the error policy above."""
+    try:
+        return body() or 0
+    except errors as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{prog}: {interrupted}", file=sys.stderr)
+        return 130
