@@ -171,12 +171,12 @@ class _ItemActor:
     turns items into rows. A failed build is kept and raised by `ready`, so the driver gets the
     original error (a ModelLoadError stays one) instead of Ray's "actor died"."""
 
-    def __init__(self, opts: dict, factory: Callable | None):
+    def __init__(self, cfg, factory: Callable | None):
         if factory is None:
             from harness.run import make_item_worker as factory
         self._work, self._error = None, None
         try:
-            self._work = factory(opts)
+            self._work = factory(cfg)
         except Exception as exc:  # noqa: BLE001 - re-raised by ready() in the driver
             self._error = exc
 
@@ -190,7 +190,7 @@ class _ItemActor:
 
 
 class RayItemPool:
-    """`--workers N` inside one run: N Ray actors each build `harness.run.make_item_worker(opts)`
+    """`--workers N` inside one run: N Ray actors each build `harness.run.make_item_worker(cfg)`
     (the model loaded once per actor) and turn items into rows. `imap` yields the rows in item
     order, so the driver alone appends results.jsonl, exactly as the local loop does; rows are
     deterministic per item (seeds derive from the item id), hence equal to a local run's.
@@ -200,7 +200,7 @@ class RayItemPool:
     every actor has built its worker (or raises the first build error); `close()` (or leaving
     the `with` block) stops the actors and whatever it started."""
 
-    def __init__(self, opts: dict, n_workers: int, address: str | None = None, num_cpus: float = 1,
+    def __init__(self, cfg, n_workers: int, address: str | None = None, num_cpus: float = 1,
                  num_gpus: float = 0, factory: Callable | None = None):
         if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
             raise UsageError(f"--workers must be an integer >= 1, got {n_workers!r}")
@@ -213,7 +213,7 @@ class RayItemPool:
             self.close()
             raise
         actor = ray.remote(_ItemActor).options(num_cpus=num_cpus, num_gpus=num_gpus)
-        self._actors = [actor.remote(opts, factory) for _ in range(n_workers)]
+        self._actors = [actor.remote(cfg, factory) for _ in range(n_workers)]
         try:
             ray.get([a.ready.remote() for a in self._actors])  # every model loaded, or the first error
         except ray.exceptions.RayTaskError as exc:

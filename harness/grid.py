@@ -77,7 +77,7 @@ class _Option:
 
 def _options() -> dict[str, _Option]:
     """harness.run's options by name, from its own parser (plugins' attack flags included)."""
-    from .options import build_parser
+    from .config import build_parser
 
     found = {}
     for action in build_parser()._actions:
@@ -191,7 +191,7 @@ def expand(spec: dict, source: str = "grid file", out: str | Path | None = None)
     plugins = plugins if isinstance(plugins, list) else [plugins]
     for p in plugins:
         _check_scalar(f"{source}: plugin", p)
-    from .options import load_plugins
+    from .config import load_plugins
 
     load_plugins([f"--plugin={p}" for p in plugins])  # their attacks' flags become known options
     options = _options()
@@ -247,24 +247,22 @@ def resolve_cells(grid: Grid) -> dict[str, dict]:
     return resolved
 
 
-def _result_options(opts: dict) -> dict:
+def _result_options(cfg) -> dict:
     """The options that decide a cell's rows (not its directory or W&B mode), as JSON values."""
-    from .options import NOT_RESULT_KEYS
-
-    return json.loads(json.dumps({k: v for k, v in opts.items() if k not in NOT_RESULT_KEYS}, default=str))
+    return json.loads(json.dumps(cfg.result_config(), default=str))
 
 
-def is_finished(cell: Cell, opts: dict) -> bool:
+def is_finished(cell: Cell, cfg) -> bool:
     """A cell an earlier grid run finished with these very options."""
     try:
         marker = json.loads((cell.out / MARKER).read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return marker.get("options") == _result_options(opts) and (cell.out / "results.jsonl").exists()
+    return marker.get("options") == _result_options(cfg) and (cell.out / "results.jsonl").exists()
 
 
-def mark_finished(cell: Cell, opts: dict) -> None:
-    record = {"argv": list(cell.argv), "options": _result_options(opts)}
+def mark_finished(cell: Cell, cfg) -> None:
+    record = {"argv": list(cell.argv), "options": _result_options(cfg)}
     (cell.out / MARKER).write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -9,7 +9,6 @@ runs load that directory in seconds.
 Public API::
 
     load_model(name_or_path, device=None, dtype=None) -> (model, tokenizer)
-    list_models() -> {preset name: one-line description}
     model_fingerprint(name) -> dict for the run manifest
     DEFAULT_MODEL, PRESETS, ModelPreset, ModelLoadError, cache_root()
 
@@ -98,11 +97,6 @@ PRESETS: dict[str, ModelPreset] = {
         ),
     )
 }
-
-
-def list_models() -> dict[str, str]:
-    """Preset names with a one-line description each (any HF id or local dir also works)."""
-    return {name: p.description for name, p in PRESETS.items()}
 
 
 def cache_root() -> Path:

@@ -30,7 +30,7 @@ from tasks.outcomes import classify, confident, draw_class
 
 from .cli import command
 from .errors import UsageError
-from .options import NOT_RESULT_KEYS, resolve
+from .config import RunConfig, resolve
 from .results import ATTACKED, SKIP_FULL_WRONG, SKIPPED, VERIFIED, ResultRow, outcome_maps, verification
 from .store import RunStore
 from .wandb_log import WandbLogger
@@ -64,12 +64,11 @@ def _git_commit() -> str | None:
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
-def result_config(opts: dict, attack_cfg) -> dict:
+def result_config(cfg: RunConfig, attack_cfg) -> dict:
+    """manifest.json's config: the options that decide the rows, and the attack's whole config."""
     from dataclasses import asdict
 
-    config = {k: v for k, v in opts.items() if k not in NOT_RESULT_KEYS}
-    config["attack_params"] = asdict(attack_cfg)
-    return config
+    return {**cfg.result_config(), "attack_params": asdict(attack_cfg)}
 
 
 def draw_counts(draws: list[dict]) -> dict:
@@ -95,24 +94,24 @@ def minimal_k_record(target: Target, prepared, row: ResultRow, margin: float) ->
     return record
 
 
-def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> tuple[ResultRow, list[dict]]:
+def run_item(target: Target, spec, attack_cfg, item, cfg: RunConfig, progress) -> tuple[ResultRow, list[dict]]:
     """Score, attack and sweep one item; returns its row and the attack's trace."""
     start = time.perf_counter()
-    seed = item_seed(opts["seed"], item.id)
-    margin = opts["full_margin"]
+    seed = item_seed(cfg.seed, item.id)
+    margin = cfg.full_margin
     context = "" if item.group is not None else \
-        build_context(opts["context"], target.tokenizer, opts["context_tokens"], seed=seed)
+        build_context(cfg.context, target.tokenizer, cfg.context_tokens, seed=seed)
     prepared = target.prepare(item, context)
-    ks, density_ks = opts["k_sweep"], None
-    if opts["density_sweep"] is not None:
+    ks, density_ks = cfg.k_sweep, None
+    if cfg.density_sweep is not None:
         n_blocks = causal_blocks(len(prepared.prompt_ids([0] * getattr(attack_cfg, "n_adv", 0))), target.sparse.block_k)
-        density_ks = {str(d): k_for_density(target.sparse, d, n_blocks) for d in opts["density_sweep"]}
+        density_ks = {str(d): k_for_density(target.sparse, d, n_blocks) for d in cfg.density_sweep}
         ks = sorted(set(ks) | set(density_ks.values()))
     natural = target.sweep(prepared, [], ks)
     natural_flipped, natural_classes = outcome_maps(natural, margin)
     row = ResultRow(item_id=item.id, question=item.question, answer=item.answer, status=ATTACKED, skip_reason=None,
-                    natural=natural, natural_flipped=natural_flipped, attack=opts["attack"],
-                    k_attack=opts["k_attack"], natural_outcomes=natural_classes, density_ks=density_ks,
+                    natural=natural, natural_flipped=natural_flipped, attack=cfg.attack,
+                    k_attack=cfg.k_attack, natural_outcomes=natural_classes, density_ks=density_ks,
                     confident=confident(natural[FULL], margin))
     needle = None
     if item.needle_span is not None:
@@ -132,18 +131,18 @@ def run_item(target: Target, spec, attack_cfg, item, opts: dict, progress) -> tu
         flipped, classes = outcome_maps(scores, margin)
         adv_ids = result.adv_ids
         row.adv_ids, row.adv_text, row.steps = result.adv_ids, result.adv_text, result.steps
-        row.success = result.success and classify(scores[FULL], scores[str(opts["k_attack"])], margin).success
+        row.success = result.success and classify(scores[FULL], scores[str(cfg.k_attack)], margin).success
         row.scores, row.flipped, row.outcomes = scores, flipped, classes
         row.draws = draw_counts(result.draws)
         if result.adv_ids and result.prepared is None:
             row.attribution["adversarial"] = target.attribution(prepared, result.adv_ids, ks, needle)
         trace = result.trace
         prepared = placed
-    if opts["minimal_k"]:
+    if cfg.minimal_k:
         row.minimal_k = minimal_k_record(target, prepared, row, margin)
     row.answer_blocks, row.density = answer_geometry(len(prepared.prompt_ids(adv_ids)), target.sparse, ks)
     if row.success:
-        row.verified_status, row.monotone = verification(row.scores, ks, opts["k_attack"], row.density)
+        row.verified_status, row.monotone = verification(row.scores, ks, cfg.k_attack, row.density)
         row.verified = row.verified_status == VERIFIED
     row.timing = {"seconds": round(time.perf_counter() - start, 3)}
     return row, trace
@@ -217,99 +216,99 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _items(opts: dict, tokenizer) -> list:
+def _items(cfg: RunConfig, tokenizer) -> list:
     """The suite's items; generated suites (needle) are sized with the model's tokenizer."""
     try:
-        return load_suite(opts["suite"], opts["limit"], tokenizer=tokenizer, context_tokens=opts["context_tokens"],
-                          depths=opts["depth"] or DEFAULT_DEPTHS, seed=opts["seed"], absent=opts["absent"],
-                          balance=opts["balance"])
+        return load_suite(cfg.suite, cfg.limit, tokenizer=tokenizer, context_tokens=cfg.context_tokens,
+                          depths=cfg.depth or DEFAULT_DEPTHS, seed=cfg.seed, absent=cfg.absent,
+                          balance=cfg.balance if cfg.balance is not None else cfg.suite == "needle")
     except SuiteError as exc:
         raise UsageError(str(exc)) from None
 
 
-def _attack(opts: dict):
+def _attack(cfg: RunConfig):
     """The attack's spec and config, or a UsageError naming the bad option."""
-    spec = get_attack(opts["attack"])
+    spec = get_attack(cfg.attack)
     try:
-        return spec, spec.make_config(**opts)
+        return spec, spec.make_config(**cfg.attack_values())
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
 
-def _target(opts: dict, model, tokenizer) -> Target:
+def _target(cfg: RunConfig, model, tokenizer) -> Target:
     """The scoring gateway of a run (one per process that scores items)."""
-    sparse_cfg = SparseConfig(method=opts["method"], k=opts["k_attack"], block_q=opts["block_q"],
-                              block_k=opts["block_k"], dense_layers=opts["dense_layers"], seed=opts["seed"],
-                              sink_blocks=opts["sink_blocks"], local_blocks=opts["local_blocks"],
-                              settings=make_settings(opts["method"], opts["method_options"]))
-    return Target(model, tokenizer, sparse_cfg, batch_size=opts["batch_size"])
+    sparse_cfg = SparseConfig(method=cfg.method, k=cfg.k_attack, block_q=cfg.block_q,
+                              block_k=cfg.block_k, dense_layers=cfg.dense_layers, seed=cfg.seed,
+                              sink_blocks=cfg.sink_blocks, local_blocks=cfg.local_blocks,
+                              settings=make_settings(cfg.method, cfg.method_options))
+    return Target(model, tokenizer, sparse_cfg, batch_size=cfg.batch_size)
 
 
-def make_item_worker(opts: dict):
+def make_item_worker(cfg: RunConfig):
     """item -> (row, trace) in a process of its own (a Ray actor of `--workers`): loads the model once."""
     from harness.models import load_model
-    from harness.options import import_plugin
+    from harness.config import import_plugin
 
-    for plugin in opts.get("plugin") or []:  # the actor's process has not imported the user's plugins
+    for plugin in cfg.plugin:  # the actor's process has not imported the user's plugins
         import_plugin(plugin)
-    spec, attack_cfg = _attack(opts)
-    model, tokenizer = load_model(opts["model"])
-    target = _target(opts, model, tokenizer)
+    spec, attack_cfg = _attack(cfg)
+    model, tokenizer = load_model(cfg.model)
+    target = _target(cfg, model, tokenizer)
 
     def work(item):
         with tqdm(disable=True) as bar:
-            return run_item(target, spec, attack_cfg, item, opts, bar)
+            return run_item(target, spec, attack_cfg, item, cfg, bar)
 
     return work
 
 
-def _rows(todo: list, target: Target, spec, attack_cfg, opts: dict):
+def _rows(todo: list, target: Target, spec, attack_cfg, cfg: RunConfig):
     """(row, trace) per item, in item order: in this process, or on `--workers` Ray actors."""
-    if opts["workers"] == 1 and opts["ray_address"] is None:
+    if cfg.workers == 1 and cfg.ray_address is None:
         for item in todo:
-            with tqdm(total=getattr(attack_cfg, "steps", None), desc=f"{item.id} {opts['attack']}", unit="step",
+            with tqdm(total=getattr(attack_cfg, "steps", None), desc=f"{item.id} {cfg.attack}", unit="step",
                       leave=False) as bar:
-                yield run_item(target, spec, attack_cfg, item, opts, bar)
+                yield run_item(target, spec, attack_cfg, item, cfg, bar)
         return
     from harness.executors import RayItemPool
 
-    plugins = [str(Path(p).resolve()) if p.endswith(".py") else p for p in opts.get("plugin") or []]
-    with RayItemPool({**opts, "plugin": plugins}, opts["workers"], address=opts["ray_address"]) as pool:
+    plugins = [str(Path(p).resolve()) if p.endswith(".py") else p for p in cfg.plugin]
+    with RayItemPool(cfg.replace(plugin=plugins), cfg.workers, address=cfg.ray_address) as pool:
         yield from pool.imap(todo)
 
 
-def run(opts: dict) -> dict:
+def run(cfg: RunConfig) -> dict:
     from harness.models import load_model, model_fingerprint
 
-    spec, attack_cfg = _attack(opts)
-    items = None if needs_tokenizer(opts["suite"]) else _items(opts, None)
+    spec, attack_cfg = _attack(cfg)
+    items = None if needs_tokenizer(cfg.suite) else _items(cfg, None)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out = Path(opts["out"] or f"runs/{stamp}-{opts['model'].replace('/', '_')}-{opts['attack']}")
-    config = result_config(opts, attack_cfg)
+    out = Path(cfg.out or f"runs/{stamp}-{cfg.model.replace('/', '_')}-{cfg.attack}")
+    config = result_config(cfg, attack_cfg)
     store = RunStore(out)
     store.check_resumable(config)  # before the slow model load
-    print(f"loading model {opts['model']} ...", file=sys.stderr)
-    model, tokenizer = load_model(opts["model"])
+    print(f"loading model {cfg.model} ...", file=sys.stderr)
+    model, tokenizer = load_model(cfg.model)
     if items is None:
-        items = _items(opts, tokenizer)
-    target = _target(opts, model, tokenizer)
+        items = _items(cfg, tokenizer)
+    target = _target(cfg, model, tokenizer)
     vocabulary = target.vocabulary_report()
     print(f"attack vocabulary: {vocabulary['pool']} ids (excluded: "
           + ", ".join(f"{n} {kind}" for kind, n in vocabulary["excluded"].items()) + ")", file=sys.stderr)
-    manifest = {"config": config, "model": model_fingerprint(opts["model"]), "versions": _versions(),
+    manifest = {"config": config, "model": model_fingerprint(cfg.model), "versions": _versions(),
                 "git_commit": _git_commit(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "attack_vocabulary": vocabulary}
     rows = store.open(manifest)
     done = {r.item_id for r in rows}
     if done:
         print(f"resuming {out}: {len(done)} of {len(items)} items already done", file=sys.stderr)
-    logger = WandbLogger(opts["wandb"], opts["wandb_project"], manifest, out)
+    logger = WandbLogger(cfg.wandb, cfg.wandb_project, manifest, out)
     todo = [item for item in items if item.id not in done]
-    summary = store.write_summary(rows, opts["k_attack"], opts["k_sweep"], opts["density_sweep"])
-    for row, trace in tqdm(_rows(todo, target, spec, attack_cfg, opts), total=len(todo), desc="items", unit="item"):
+    summary = store.write_summary(rows, cfg.k_attack, cfg.k_sweep, cfg.density_sweep)
+    for row, trace in tqdm(_rows(todo, target, spec, attack_cfg, cfg), total=len(todo), desc="items", unit="item"):
         store.append(row)
         rows.append(row)
-        summary = store.write_summary(rows, opts["k_attack"], opts["k_sweep"], opts["density_sweep"])
+        summary = store.write_summary(rows, cfg.k_attack, cfg.k_sweep, cfg.density_sweep)
         logger.log_item(row, trace, summary)
     logger.finish(summary, rows)
     print(format_table(summary))

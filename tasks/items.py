@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ANSWERS = ("yes", "no")
 _SPELLINGS = {"yes": "yes", "true": "yes", "1": "yes", "no": "no", "false": "no", "0": "no"}
 ACCEPTED = "yes/no/true/false/1/0"
 

@@ -1,5 +1,5 @@
 """Scoring oracle and random search: cached/batched scoring is exact, and random search
-follows the seed's control flow with DESIGN.md's correction."""
+follows the seed's control flow with docs/design.md's correction."""
 
 
 import pytest

@@ -10,7 +10,7 @@ from tiny_models import save_tiny_pair, tiny_model, tiny_tokenizer
 
 from attacks import FULL, Target, available_attacks, get_attack
 from attacks.gcg import GCGConfig, GCGSearch
-from harness.options import build_parser
+from harness.config import build_parser
 from harness.run import main
 from sparse import SparseConfig, sparse_attention
 from tasks import TaskItem

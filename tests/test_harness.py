@@ -10,17 +10,23 @@ from pathlib import Path
 import pytest
 from tiny_models import save_tiny_pair
 
-from harness.options import resolve
-from harness.run import main
+from harness.config import resolve
 from harness.report import render
+from harness.results import SKIP_FULL_WRONG, ResultRow
+from harness.run import main
+from tasks.contexts import sentences
+from tasks.outcomes import Score
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
+    """A tiny model that answers yes or no (a random one answers neither, so every item would
+    be skipped): with seed 11 it answers 4 of the 8 suite items right, and random search flips
+    2 of those within 12 candidates, so attacked, skipped, succeeded and failed rows all occur."""
     path = tmp_path_factory.mktemp("tiny-llama")
-    save_tiny_pair(path, "llama", layers=3, seed=3)
+    save_tiny_pair(path, "llama", layers=3, seed=11, answering=True)
     return path
 
 
@@ -48,6 +54,39 @@ def without_timing(rows):
     return [{k: v for k, v in r.items() if k != "timing"} for r in rows]
 
 
+# A confident item's sparse answer class -> its outcome class (tasks/outcomes.py, "Partition").
+OUTCOME_OF = {"correct": "kept", "wrong": "strict", "other": "breakdown"}
+OUTCOME_KEYS = {"class", "strict", "breakdown", "paper_criterion"}
+
+
+def answers_right(score: dict) -> bool:
+    """The protocol-v1 rule, restated: P(a) is strictly the largest of P(a), P(ā) and
+    neither = 1 - P(a) - P(ā) (ties are not right)."""
+    pc, pw = score["p_correct"], score["p_wrong"]
+    return pc > pw and pc > 1 - pc - pw
+
+
+def check_partition(scores: dict, flipped: dict, outcomes: dict, ks) -> None:
+    """The flags of one sweep against its scores: flip = confident and the sparse class is not
+    correct; each confident score is exactly one of kept / strict / breakdown; strict + breakdown
+    = flip; paper_criterion = the greedy token is not a correct-answer token."""
+    confident = answers_right(scores["full"])  # --full-margin 0
+    for k in ks:
+        score = scores[k]
+        assert score["correct"] == answers_right(score)
+        answer = Score.from_dict(score).answer_class
+        assert flipped[k] == (confident and answer != "correct")
+        record = outcomes[k]
+        assert set(record) == OUTCOME_KEYS  # the first release's "seed" key is gone
+        if not confident:
+            assert record == {"class": None, "strict": False, "breakdown": False, "paper_criterion": False}
+            continue
+        assert record["class"] == OUTCOME_OF[answer]
+        assert record["strict"] == (answer == "wrong") and record["breakdown"] == (answer == "other")
+        assert record["strict"] + record["breakdown"] == flipped[k]
+        assert record["paper_criterion"] == (score["argmax"] != "correct")
+
+
 def test_run_writes_schema_and_is_deterministic(model_dir, suite_file, tmp_path, capsys):
     assert main(base_args(model_dir, suite_file, tmp_path / "a")) == 0
     printed = capsys.readouterr().out
@@ -63,32 +102,60 @@ def test_run_writes_schema_and_is_deterministic(model_dir, suite_file, tmp_path,
     attacked = [r for r in rows_a if r["status"] == "attacked"]
     assert summary["n_attacked"] == len(attacked)
     assert summary["n_items"] == 8
+    ks = ("1", "2", "8")
     for r in rows_a:
-        assert set(r["natural"]) == {"full", "1", "2", "8"}
+        assert set(r["natural"]) == {"full", *ks}
+        # reading a fresh row back (reclassified at the run's margin) changes nothing
+        assert ResultRow.from_dict(r, full_margin=0.0).to_dict() == r
+        assert r["confident"] == answers_right(r["natural"]["full"])
+        check_partition(r["natural"], r["natural_flipped"], r["natural_outcomes"], ks)
         if r["status"] == "skipped":
-            assert not r["natural"]["full"]["correct"] and r["scores"] is None
+            assert not r["confident"] and r["skip_reason"] == SKIP_FULL_WRONG
+            assert r["scores"] is None and r["flipped"] is None and "draws" not in r
+            assert not any(r["natural_flipped"].values())
             continue
-        assert r["natural"]["full"]["correct"]
-        for k in ("1", "2", "8"):
-            assert r["flipped"][k] == (r["scores"]["full"]["correct"] and not r["scores"][k]["correct"])
-            assert r["scores"][k]["correct"] == (r["scores"][k]["p_correct"] > r["scores"][k]["p_wrong"])
-        assert r["success"] == r["flipped"]["1"] or not r["success"]
+        assert r["confident"] and r["skip_reason"] is None
+        check_partition(r["scores"], r["flipped"], r["outcomes"], ks)
+        assert r["success"] == r["flipped"]["1"]  # the returned prompt flips at k_attack
         assert len(r["adv_ids"]) == 3 and 1 <= r["steps"] <= 12
+        # every candidate of every batch of 4 scored is one draw; a success is a sparse-only draw
+        draws = r["draws"]
+        assert set(draws) == {"n", "sparse_only", "full_wrong", "both_right"}
+        assert draws["n"] == min(12, -(-r["steps"] // 4) * 4)
+        assert draws["sparse_only"] + draws["full_wrong"] + draws["both_right"] == draws["n"]
+        assert (draws["sparse_only"] > 0) == r["success"]
         # the answer position has more than 8 key blocks of 4 tokens, so k = 8 is still sparse
         assert r["answer_blocks"] > 8 and r["density"]["8"] == pytest.approx(8 / r["answer_blocks"])
         if r["success"]:
             assert r["verified_status"] == ("verified" if r["scores"]["8"]["correct"] else "not verified")
             assert r["verified"] == (r["verified_status"] == "verified")
             assert r["monotone"] == (not r["scores"]["1"]["correct"])
-        for k in ("1", "2", "8"):
-            classes = r["outcomes"][k]
-            assert classes["seed"] == (classes["strict"] or classes["breakdown"])
-            assert classes["strict"] == (r["scores"]["full"]["correct"] and r["scores"][k]["argmax"] == "wrong")
-    # items were attacked: a failed attack used its whole budget of 12 candidates
-    assert len(attacked) >= 3
+        else:
+            assert not r["verified"] and "verified_status" not in r and "monotone" not in r
+    # items were attacked, some skipped; some attacks succeeded, and a failed attack used its
+    # whole budget of 12 candidates
+    assert len(attacked) >= 3 and summary["n_skipped"] == 8 - len(attacked) >= 1
+    assert any(r["success"] for r in attacked) and not all(r["success"] for r in attacked)
     assert all(r["steps"] == 12 for r in attacked if not r["success"])
-    k1 = next(e for e in summary["per_k"] if e["k"] == 1)
-    assert k1["n_flipped"] == sum(r["flipped"]["1"] for r in attacked)
+    assert summary["n_not_confident"] == 0  # unconfident items are skipped, not attacked
+    assert summary["n_success"] == summary["success"]["count"] == sum(r["success"] for r in attacked)
+    assert summary["success"]["n"] == len(attacked) and summary["success"]["clusters"] == len(attacked)
+    for name in ("n", "sparse_only", "full_wrong", "both_right"):
+        total = sum(r["draws"][name] for r in attacked)
+        assert (summary["draws"][name] if name == "n" else summary["draws"][name]["count"]) == total
+    margins = summary["full_margin_of_counted"]
+    assert margins["n"] == len(attacked) and margins["min"] == pytest.approx(
+        min(r["natural"]["full"]["p_correct"] - r["natural"]["full"]["p_wrong"] for r in attacked))
+    for gold in ("yes", "no"):
+        mine = [r for r in attacked if r["answer"] == gold]
+        table = summary["direction"]["adversarial"][gold]
+        assert (table["n"], table["count"]) == (len(mine), sum(r["flipped"]["1"] for r in mine))
+    for i, k in enumerate(ks):
+        entry = summary["per_k"][i]
+        assert entry["k"] == int(k) and entry["n_flipped"] == sum(r["flipped"][k] for r in attacked)
+        assert entry["n"] == len(attacked) and entry["clusters"] == len(attacked)
+        strict, breakdown = (summary["outcomes_per_k"][c][i]["count"] for c in ("strict", "breakdown"))
+        assert strict + breakdown == entry["n_flipped"]
     table = render(tmp_path / "a")
     assert table.count("\n| ") == 9  # header + 8 items
 
@@ -135,6 +202,10 @@ def test_resume_with_different_config_is_refused(model_dir, suite_file, tmp_path
         (["--context", "poem"], "unknown context 'poem'"),
         (["--config", "/nonexistent.yaml"], "cannot read config file"),
         (["--full-margin", "1.5"], "--full-margin must be a number in [0, 1)"),
+        (["--balance", "maybe"], "--balance: expected true/false, got 'maybe'"),
+        (["--balance", "true", "--suite", "facts"], "--balance applies to generated suites (needle) only"),
+        (["--absent", "9"], "--absent must be an integer in [0, 8], got 9"),
+        (["--density-sweep", "0"], "--density-sweep values must be numbers in (0, 1]"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(model_dir, suite_file, tmp_path, extra, message):
@@ -213,20 +284,24 @@ def test_minimal_k_records_the_seed_k_and_the_flip_there(model_dir, suite_file, 
         assert 1 <= seed_k["clean"] <= r["answer_blocks"]
         if r["status"] == "attacked":
             assert 1 <= seed_k["adversarial"] <= r["answer_blocks"]
+            assert seed_k["flip_at_clean_k"] or not seed_k["strict_at_clean_k"]  # a strict flip is a flip
             if str(seed_k["clean"]) in r["flipped"]:  # scored in the sweep too: the same verdict
                 assert seed_k["flip_at_clean_k"] == r["flipped"][str(seed_k["clean"])]
+                assert seed_k["strict_at_clean_k"] == r["outcomes"][str(seed_k["clean"])]["strict"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["seed_k"]["flip_at_clean_k"]["n"] == len(attacked)
+    assert summary["minimal_k"]["flip_at_clean_k"]["n"] == len(attacked)
 
 
 def test_attack_none_measures_natural_flips_only(model_dir, suite_file, tmp_path):
     out = tmp_path / "none"
     assert main(base_args(model_dir, suite_file, out) + ["--attack", "none"]) == 0
     rows = read_rows(out)
+    assert any(r["status"] == "attacked" for r in rows)
     for r in rows:
         if r["status"] == "attacked":
             assert r["adv_ids"] == [] and r["steps"] == 0 and not r["success"]
             assert r["scores"] == r["natural"] and r["flipped"] == r["natural_flipped"]
+            assert r["outcomes"] == r["natural_outcomes"] and r["draws"]["n"] == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["per_k"] == summary["natural_per_k"]
 
@@ -247,9 +322,16 @@ def test_density_sweep_scores_each_item_at_the_k_of_each_density(model_dir, suit
     assert [e["density"] for e in summary["per_density"]] == [0.1, 0.25, 0.5]
     assert summary["k_sweep"] == [1]  # only k_attack as a fixed k
     attacked = [r for r in rows if r["status"] == "attacked"]
+    assert attacked
     for e in summary["per_density"]:
+        ks = [str(r["density_ks"][str(e["density"])]) for r in attacked]
         assert e["n"] == len(attacked)
-        assert e["n_flipped"] == sum(r["flipped"][str(r["density_ks"][str(e["density"])])] for r in attacked)
+        assert e["n_flipped"] == sum(r["flipped"][k] for r, k in zip(attacked, ks))
+        assert e["strict"]["count"] == sum(r["outcomes"][k]["strict"] for r, k in zip(attacked, ks))
+        assert e["breakdown"]["count"] == sum(r["outcomes"][k]["breakdown"] for r, k in zip(attacked, ks))
+        assert e["strict"]["count"] + e["breakdown"]["count"] == e["n_flipped"]
+        assert e["density_achieved"] == pytest.approx(sum(r["density"][k] for r, k in zip(attacked, ks)) / len(ks))
+        assert e["direction"]["yes"]["n"] + e["direction"]["no"]["n"] == len(attacked)
 
 
 def test_bad_density_sweep_is_refused(model_dir, suite_file, tmp_path, capsys):
@@ -257,27 +339,79 @@ def test_bad_density_sweep_is_refused(model_dir, suite_file, tmp_path, capsys):
     assert "(0, 1]" in capsys.readouterr().err
 
 
-def test_needle_suite_runs_with_its_own_contexts_and_records_the_needle(model_dir, tmp_path):
-    out = tmp_path / "needle"
-    args = ["--model", str(model_dir), "--suite", "needle", "--limit", "6", "--depth", "0.2,0.8",
+def needle_args(model_dir, out):
+    return ["--model", str(model_dir), "--suite", "needle", "--limit", "6", "--depth", "0.2,0.8",
             "--context-tokens", "96", "--attack", "none", "--k-sweep", "1,2", "--k-attack", "1", "--block-size", "4",
             "--dense-layers", "1", "--wandb", "disabled", "--out", str(out)]
+
+
+def test_needle_suite_runs_with_its_own_contexts_and_records_the_needle(model_dir, tmp_path):
+    out = tmp_path / "needle"
+    args = needle_args(model_dir, out)
     assert main(args) == 0
     rows = read_rows(out)
-    assert [r["needle"]["depth"] for r in rows] == [0.2, 0.8] * 3
-    assert len({r["needle"]["group"] for r in rows}) == 3
+    # each context: a needle per depth, then one absent-needle question (default --absent 1)
+    assert [r["needle"]["depth"] for r in rows] == [0.2, 0.8, None] * 2
+    assert len({r["needle"]["group"] for r in rows}) == 2
+    # balanced by default for the needle suite: as many yes as no questions
+    assert sum(r["answer"] == "yes" for r in rows) == sum(r["answer"] == "no" for r in rows) == 3
     for r in rows:
-        start, end = r["needle"]["token_span"]
-        assert 0 <= start < end
         attribution = r["attribution"]["natural"]
         assert attribution["layers"] == [1, 2]  # the sparse layers (layer 0 is dense)
         for k in ("1", "2"):
-            assert len(attribution[k]["needle_kept"]) == 2
+            assert len(attribution[k]["dropped_mass"]) == 2
             assert all(0 <= m <= 1 for m in attribution[k]["dropped_mass"])
+        if r["needle"]["depth"] is None:  # absent: the context never mentions the person asked about
+            assert r["needle"] == {"depth": None, "group": r["needle"]["group"], "token_span": None, "absent": True}
+            assert r["answer"] == "no" and r["item_id"].endswith("-absent0")
+            assert all("needle_kept" not in attribution[k] for k in ("1", "2"))
+            continue
+        start, end = r["needle"]["token_span"]
+        assert 0 <= start < end
+        for k in ("1", "2"):
+            assert len(attribution[k]["needle_kept"]) == 2
     summary = json.loads((out / "summary.json").read_text())
     natural = summary["attribution"]["natural"]
-    assert natural["n_flipped"] + natural["n_not_flipped"] == summary["n_attacked"]
+    assert natural["n_flipped"] + natural["n_not_flipped"] == summary["n_attacked"] >= 1
     assert len(natural["needle_kept_by_layer"]) == 2
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["config"]["depth"] == [0.2, 0.8]
+    # items sharing a context are one cluster
+    assert summary["per_k"][0]["clusters"] == len({r["needle"]["group"] for r in rows if r["status"] == "attacked"})
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert (config["depth"], config["absent"], config["balance"]) == ([0.2, 0.8], 1, True)
     assert main(args[:-1] + [str(tmp_path / "bad"), "--depth", "0.5,2"]) == 2
+
+
+def test_needle_suite_without_absent_and_balance_gives_the_first_release_items(model_dir, tmp_path):
+    out = tmp_path / "needle-v0"
+    assert main(needle_args(model_dir, out) + ["--absent", "0", "--balance", "false"]) == 0
+    rows = read_rows(out)
+    assert [r["needle"]["depth"] for r in rows] == [0.2, 0.8] * 3
+    assert len({r["needle"]["group"] for r in rows}) == 3
+    # the first release's rule: needle j of group g asks yes when g + j is even
+    assert [r["answer"] for r in rows] == ["yes", "no", "no", "yes", "yes", "no"]
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert (config["absent"], config["balance"]) == (0, False)
+
+
+def test_filler_null_without_a_context_draws_from_the_filler_pool(model_dir, tmp_path):
+    """attacks/nulls.py `filler_text`: with no context (--context none) the filler text is the
+    whole filler pool joined by spaces, so every draw is a window of its tokens."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "filler"
+    args = ["--model", str(model_dir), "--suite", "facts", "--limit", "4", "--attack", "filler",
+            "--context", "none", "--steps", "8", "--k-sweep", "1,2", "--k-attack", "1", "--block-size", "4",
+            "--dense-layers", "1", "--batch-size", "4", "--wandb", "disabled", "--out", str(out)]
+    assert main(args) == 0
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert (config["attack"], config["context"], config["balance"]) == ("filler", "none", False)
+    rows = read_rows(out)
+    attacked = [r for r in rows if r["status"] == "attacked"]
+    assert attacked
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    pool = tok.encode(" ".join(sentences("filler")), add_special_tokens=False)
+    windows = {tuple(pool[i:i + 3]) for i in range(len(pool) - 2)}
+    for r in attacked:
+        assert r["attack"] == "filler" and tuple(r["adv_ids"]) in windows
+        assert r["draws"]["n"] == min(8, -(-r["steps"] // 4) * 4)
+        assert r["success"] == r["flipped"]["1"] == (r["draws"]["sparse_only"] > 0)

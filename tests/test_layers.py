@@ -1,4 +1,4 @@
-"""The one-way import rule of DESIGN.md, checked on every module of every package:
+"""The one-way import rule of docs/design.md, checked on every module of every package:
 leaderboard, benchmarks -> harness -> attacks -> {tasks, sparse} -> plugins; tasks and
 sparse import neither each other nor anything above them, and plugins imports nothing
 of the project. No two modules of one package import each other, directly or through

