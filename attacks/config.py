@@ -12,6 +12,14 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 
+class SettingError(ValueError):
+    """A bad value of one setting: `name` is the field, so the harness can name its flag."""
+
+    def __init__(self, owner: str, name: str, problem: str):
+        super().__init__(f"{owner}: {name} {problem}")
+        self.owner, self.name, self.problem = owner, name, problem
+
+
 @dataclass(frozen=True)
 class AttackConfig:
     """Shared budget; `label` names the attack in validation errors."""
@@ -28,7 +36,7 @@ class AttackConfig:
         for name in ("n_adv", "steps", "k_attack", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{self.label}: {name} must be an integer >= 1, got {value!r}")
+                raise SettingError(self.label, name, f"must be an integer >= 1, got {value!r}")
         margin = self.full_margin
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
-            raise ValueError(f"{self.label}: full_margin must be a number in [0, 1), got {margin!r}")
+            raise SettingError(self.label, "full_margin", f"must be a number in [0, 1), got {margin!r}")

@@ -57,7 +57,7 @@ import torch
 
 from tasks.outcomes import classify
 
-from .config import AttackConfig
+from .config import AttackConfig, SettingError
 from .registry import AttackResult, register_attack
 from .target import FULL, PreparedItem, Target
 
@@ -79,13 +79,13 @@ class GCGConfig(AttackConfig):
                               ("full_checks", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"gcg: {name} must be an integer >= {minimum}, got {value!r}")
+                raise SettingError("gcg", name, f"must be an integer >= {minimum}, got {value!r}")
         if self.n_replace > self.n_adv:
-            raise ValueError(f"gcg: n_replace ({self.n_replace}) must be <= n_adv ({self.n_adv})")
+            raise SettingError("gcg", "n_replace", f"({self.n_replace}) must be <= n_adv ({self.n_adv})")
         for name in ("full_weight", "hinge_margin"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"gcg: {name} must be a finite number >= 0, got {value!r}")
+                raise SettingError("gcg", name, f"must be a finite number >= 0, got {value!r}")
 
     @property
     def tau(self) -> float:

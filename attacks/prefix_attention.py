@@ -10,18 +10,15 @@ causally to their own tail keys, and the two parts are merged with a shared soft
 normaliser (exact attention, no approximation).
 
 `shared_prefix_attention(model, layers)` switches the model's attention function
-for the duration of a `with` block; the caller passes `position_ids` that continue
-after the prefix and no KV cache.
+for the duration of a `with` block (through `sparse.attention_switch`); the caller
+passes `position_ids` that continue after the prefix and no KV cache.
 """
 
 from __future__ import annotations
 
-import itertools
-from contextlib import contextmanager
-
 import torch
 
-_names = itertools.count()
+from sparse.attention_switch import attention_switch
 
 
 def attend_with_prefix(query, key, value, prefix_key, prefix_value, scaling: float) -> torch.Tensor:
@@ -47,12 +44,10 @@ def attend_with_prefix(query, key, value, prefix_key, prefix_value, scaling: flo
     return out.reshape(B, Hq, T, -1)
 
 
-@contextmanager
 def shared_prefix_attention(model, layers: list[tuple[torch.Tensor, torch.Tensor]]):
-    """Run `model` with every layer attending to `layers[i]` = (keys, values) of a prefix
-    (as a transformers cache stores them, positions already rotated) before its own tokens."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
+    """Context manager running `model` with every layer attending to `layers[i]` = (keys,
+    values) of a prefix (as a transformers cache stores them, positions already rotated)
+    before its own tokens."""
 
     def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         prefix_key, prefix_value = layers[module.layer_idx]
@@ -64,14 +59,4 @@ def shared_prefix_attention(model, layers: list[tuple[torch.Tensor, torch.Tensor
         """Causality is applied inside `attention`; prompts of one batch are never padded."""
         return None
 
-    name = f"flipbench_shared_prefix_{next(_names)}"
-    AttentionInterface.register(name, attention)
-    AttentionMaskInterface.register(name, no_mask)
-    previous = model.config._attn_implementation
-    try:
-        model.config._attn_implementation = name
-        yield
-    finally:
-        model.config._attn_implementation = previous
-        AttentionInterface._global_mapping.pop(name, None)
-        AttentionMaskInterface._global_mapping.pop(name, None)
+    return attention_switch(model, "flipbench_shared_prefix", attention, no_mask)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attacks import available_attacks, get_attack
+from attacks.config import SettingError
 from plugins import PluginError, unknown_name_message
 
 from .errors import UsageError
@@ -354,6 +355,8 @@ def validate(cfg: RunConfig) -> None:
     spec = get_attack(cfg.attack)
     try:
         spec.make_config(**cfg.attack_values())
+    except SettingError as exc:  # every attack setting is a flag: name it
+        raise UsageError(f"{_flag(exc.name)} {exc.problem}") from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     from sparse import available_sparse_methods, make_settings

@@ -31,7 +31,8 @@ from tasks.outcomes import classify, confident, draw_class
 from .cli import command
 from .errors import UsageError
 from .config import RunConfig, resolve
-from .results import ATTACKED, SKIP_FULL_WRONG, SKIPPED, VERIFIED, ResultRow, outcome_maps, verification
+from .results import (ATTACKED, NO_ATTACK, SKIP_FULL_WRONG, SKIPPED, VERIFIED, ResultRow, outcome_maps,
+                      verification)
 from .store import RunStore
 from .wandb_log import WandbLogger
 
@@ -131,7 +132,7 @@ def run_item(target: Target, spec, attack_cfg, item, cfg: RunConfig, progress) -
         flipped, classes = outcome_maps(scores, margin)
         adv_ids = result.adv_ids
         row.adv_ids, row.adv_text, row.steps = result.adv_ids, result.adv_text, result.steps
-        row.success = result.success and classify(scores[FULL], scores[str(cfg.k_attack)], margin).success
+        row.success = cfg.attack != NO_ATTACK and flipped[str(cfg.k_attack)]  # the rule rows are read with
         row.scores, row.flipped, row.outcomes = scores, flipped, classes
         row.draws = draw_counts(result.draws)
         if result.adv_ids and result.prepared is None:

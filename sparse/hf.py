@@ -1,10 +1,9 @@
 """Switch a loaded Hugging Face model between full and sparse attention.
 
-`sparse_attention(model, cfg)` registers an attention function *and* a mask
-function under a fresh name in transformers' `AttentionInterface` /
-`AttentionMaskInterface` and points the model's config at it. The mask function
-hands the attention function the 2D padding mask instead of a T x T mask: without
-it transformers would skip mask creation and padding would be silently ignored.
+`sparse_attention(model, cfg)` switches the model to an attention function *and* a
+mask function through `sparse.attention_switch`. The mask function hands the
+attention function the 2D padding mask instead of a T x T mask: without it
+transformers would skip mask creation and padding would be silently ignored.
 The previous implementation is restored on exit, exceptions included.
 """
 
@@ -19,6 +18,7 @@ from typing import Callable
 import torch
 
 from .attention import block_sparse_attention, dense_attention
+from .attention_switch import UnsupportedModelError, attention_switch
 from .config import SparseConfig
 from .flex import flex_block_sparse_attention
 from .registry import get_sparse_method
@@ -26,14 +26,9 @@ from .selection import select_blocks
 from .triton_kernel import INSTALL_HINT as TRITON_INSTALL_HINT
 from .triton_kernel import triton_block_sparse_attention
 
-_names = itertools.count()
 KERNELS = ("gather", "flex", "triton")
 # Inference kernels; forwards that need gradients always run the gather kernel.
 _INFERENCE_KERNELS = {"flex": flex_block_sparse_attention, "triton": triton_block_sparse_attention}
-
-
-class UnsupportedModelError(TypeError):
-    """The model's attention does not go through transformers' AttentionInterface."""
 
 
 @dataclass
@@ -88,22 +83,6 @@ def _padding_mask_function(batch_size, q_length, kv_length, q_offset=0, kv_offse
     return None if bool(attention_mask.all()) else attention_mask
 
 
-def _check_model(model) -> None:
-    from transformers import PreTrainedModel
-
-    if not isinstance(model, PreTrainedModel):
-        raise UnsupportedModelError(f"sparse_attention needs a transformers PreTrainedModel, got {type(model).__name__}")
-    if not type(model)._can_set_attn_implementation():
-        raise UnsupportedModelError(
-            f"{type(model).__name__} does not route attention through transformers' AttentionInterface, "
-            "so flipbench cannot switch it to sparse attention"
-        )
-    if not any(hasattr(m, "layer_idx") and hasattr(m, "scaling") for m in model.modules()):
-        raise UnsupportedModelError(
-            f"{type(model).__name__} has no attention modules with a layer_idx; cannot apply per-layer sparsity"
-        )
-
-
 def default_kernel(model) -> str:
     """"triton" for a model on a GPU when Triton is installed (the fastest inference kernel
     there), else "gather"."""
@@ -125,21 +104,8 @@ def sparse_attention(model, cfg: SparseConfig, kernel: str | None = None):
         raise ValueError(f"unknown attention kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
     if kernel == "triton" and importlib.util.find_spec("triton") is None:
         raise ImportError(TRITON_INSTALL_HINT)
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
-
     get_sparse_method(cfg.method)  # fail fast on an unknown name
-    _check_model(model)
     ctl = SparseController(cfg=cfg, kernel=kernel)
-    name = f"flipbench_sparse_{next(_names)}"
-    AttentionInterface.register(name, ctl.attention)
-    AttentionMaskInterface.register(name, _padding_mask_function)
-    previous = model.config._attn_implementation
-    try:
-        model.config._attn_implementation = name
+    with attention_switch(model, "flipbench_sparse", ctl.attention, _padding_mask_function):
         yield ctl
-    finally:
-        model.config._attn_implementation = previous
-        AttentionInterface._global_mapping.pop(name, None)
-        AttentionMaskInterface._global_mapping.pop(name, None)
 

@@ -1,13 +1,34 @@
 """Shared fixtures. Loading a real model is slow, so integration tests share one load per session."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
-# The Triton tests run the kernel on CPU tensors, i.e. in Triton's interpreter. Triton reads
-# TRITON_INTERPRET when it is first imported, and torch (FlexAttention's compile) may import
-# it long before tests/test_triton_kernel.py does: set it before any test module loads.
-os.environ["TRITON_INTERPRET"] = "1"
+
+def _cuda_available() -> bool:
+    """torch.cuda.is_available(), without importing torch into this process.
+
+    No NVIDIA (/dev/nvidiactl), WSL (/dev/dxg) or ROCm (/dev/kfd) device node: no GPU, and
+    nothing else to pay. Otherwise ask torch in a subprocess (a few seconds) rather than
+    trust the node, so that the answer is the one test_gpu.py's skipif sees: a CPU build of
+    torch on a GPU machine must still run the CPU tests in the interpreter."""
+    if not any(os.path.exists(node) for node in ("/dev/nvidiactl", "/dev/dxg", "/dev/kfd")):
+        return False
+    code = "import torch; print(torch.cuda.is_available())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return done.stdout.strip() == "True"
+
+
+# Without a GPU, the Triton tests run the kernel on CPU tensors, i.e. in Triton's interpreter
+# (tests/test_triton_kernel.py); with one, the compiled kernel runs (tests/test_gpu.py,
+# `pytest -m gpu`). One process gets one of the two: the kernel is jitted once, by the
+# TRITON_INTERPRET of that moment, and torch (FlexAttention's compile) may import Triton long
+# before the Triton tests do, so decide before any test module loads, which rules out asking
+# torch in this process. An explicit TRITON_INTERPRET is left as it is.
+if "TRITON_INTERPRET" not in os.environ and not _cuda_available():
+    os.environ["TRITON_INTERPRET"] = "1"
 
 
 @pytest.fixture(scope="session")

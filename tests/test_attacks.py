@@ -196,7 +196,7 @@ def test_random_search_config_rejects_nonpositive(field):
 
 def test_registry_lists_random_and_rejects_unknown():
     assert "random" in available_attacks()
-    with pytest.raises(KeyError, match="unknown attack 'nope'; known attacks: .*random"):
+    with pytest.raises(KeyError, match=r"unknown attack 'nope'; did you mean 'none'\? known attacks: .*random"):
         get_attack("nope")
 
 

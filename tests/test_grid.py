@@ -23,8 +23,11 @@ TESTS = Path(__file__).resolve().parent
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
+    """A tiny model that answers yes or no (a random one answers neither: every item would be
+    skipped and no attack would run); with seed 11 it answers one suite item right under both
+    methods, and random search attacks it, so the rows compared below hold an attack's result."""
     path = tmp_path_factory.mktemp("tiny-grid")
-    save_tiny_pair(path, "llama", layers=2, seed=3)
+    save_tiny_pair(path, "llama", layers=2, seed=11, answering=True)
     return path
 
 
@@ -181,6 +184,7 @@ def test_local_cells_are_plain_runs_and_feed_the_leaderboard(local_grid, tmp_pat
         reference = tmp_path / cell.name
         assert run_main([a for a in cell.argv if not a.startswith("--out=")] + ["--out", str(reference)]) == 0
         assert rows_of(out / cell.name) == rows_of(reference) and len(rows_of(reference)) == 3
+        assert any(r["status"] == "attacked" and r["adv_ids"] for r in rows_of(reference))
         assert json.loads((out / cell.name / grid.MARKER).read_text())["argv"] == list(cell.argv)
     board = board_of(out / "leaderboard")
     assert sorted((e["method"], e["runs"][0]) for e in board["entries"]) == [

@@ -228,7 +228,7 @@ def test_yaml_config_is_read_and_flags_override_it(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("k-attack: 6\nsteps: 7\nk_sweep: [3, 5]\nblock_size: 16\n")
     opts = resolve(["--config", str(cfg), "--steps", "9"])
-    assert (opts["k_attack"], opts["steps"], opts["k_sweep"], opts["block_q"], opts["block_k"]) == (6, 9, [3, 5, 6], 16, 16)
+    assert (opts.k_attack, opts.steps, opts.k_sweep, opts.block_q, opts.block_k) == (6, 9, [3, 5, 6], 16, 16)
     bad = tmp_path / "bad.yaml"
     bad.write_text("colour: red\n")
     with pytest.raises(ValueError, match="unknown option 'colour'"):

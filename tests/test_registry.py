@@ -105,7 +105,7 @@ def test_installed_plugins_are_found_without_the_plugin_flag(tmp_path, monkeypat
     assert "fake-attack" in available_attacks()
     assert get_attack("fake-attack").config_cls.__name__ == "FakeConfig"
     opts = resolve(["--method", "my-window", "--attack", "fake-attack", "--fake-strength", "2"])
-    assert (opts["method"], opts["attack"], opts["fake_strength"]) == ("my-window", "fake-attack", 2.0)
+    assert (opts.method, opts.attack, opts.attack_options["fake_strength"]) == ("my-window", "fake-attack", 2.0)
 
 
 def test_a_broken_plugin_is_one_clear_error(tmp_path, monkeypatch, capsys, fresh_registries):
