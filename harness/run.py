@@ -271,10 +271,11 @@ def _rows(todo: list, target: Target, spec, attack_cfg, cfg: RunConfig):
                       leave=False) as bar:
                 yield run_item(target, spec, attack_cfg, item, cfg, bar)
         return
-    from harness.executors import RayItemPool
+    from harness.workers import RayItemPool
 
     plugins = [str(Path(p).resolve()) if p.endswith(".py") else p for p in cfg.plugin]
-    with RayItemPool(cfg.replace(plugin=plugins), cfg.workers, address=cfg.ray_address) as pool:
+    with RayItemPool(cfg.replace(plugin=plugins), cfg.workers, address=cfg.ray_address,
+                     factory=make_item_worker) as pool:
         yield from pool.imap(todo)
 
 

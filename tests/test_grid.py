@@ -13,7 +13,7 @@ import pytest
 import yaml
 from tiny_models import save_tiny_pair
 
-from harness import executors, grid
+from harness import executors, grid, workers
 from harness.errors import UsageError
 from harness.run import main as run_main
 from tasks.items import TaskItem
@@ -282,7 +282,7 @@ def test_item_pool_yields_rows_in_item_order_from_workers_built_once(ray_session
     import grid_fake_worker
 
     opts = {"scale": 3, "slow": 1.0, "slow_items": ["q0"]}
-    with executors.RayItemPool(opts, 2, factory=grid_fake_worker.make_item_worker) as pool:
+    with workers.RayItemPool(opts, 2, factory=grid_fake_worker.make_item_worker) as pool:
         rows = list(pool.imap(items(7)))
     local = grid_fake_worker.make_item_worker(opts)
     strip = ("worker", "finished")
@@ -297,7 +297,7 @@ def test_item_pool_raises_the_error_of_a_failing_item(ray_session):
     import grid_fake_worker
 
     opts = {"scale": 1, "slow": 0.0, "slow_items": [], "fail_on": "q2"}
-    with executors.RayItemPool(opts, 2, factory=grid_fake_worker.make_item_worker) as pool:
+    with workers.RayItemPool(opts, 2, factory=grid_fake_worker.make_item_worker) as pool:
         seen = []
         with pytest.raises(ValueError, match="cannot score q2"):
             for row in pool.imap(items(4)):
@@ -309,7 +309,7 @@ def test_item_pool_raises_a_worker_build_error_when_created(ray_session):
     import grid_fake_worker
 
     with pytest.raises(ValueError, match="cannot load model-x"):
-        executors.RayItemPool({"fail_build": "model-x"}, 2, factory=grid_fake_worker.make_item_worker)
+        workers.RayItemPool({"fail_build": "model-x"}, 2, factory=grid_fake_worker.make_item_worker)
 
 
 def test_run_with_ray_workers_writes_the_local_rows_in_item_order(ray_session, local_grid, model_dir, suite,
@@ -328,17 +328,17 @@ def test_run_with_ray_workers_writes_the_local_rows_in_item_order(ray_session, l
 
 
 def test_impossible_resources_are_refused():
-    executors.check_resources({"CPU": 2.0}, 1, 0, count=2)
+    workers.check_resources({"CPU": 2.0}, 1, 0, count=2)
     with pytest.raises(UsageError, match="num_gpus=1, but the Ray cluster has 2 CPUs and 0 GPUs"):
-        executors.check_resources({"CPU": 2.0}, 1, 1)
+        workers.check_resources({"CPU": 2.0}, 1, 1)
     with pytest.raises(UsageError, match="3 workers of num_cpus=1"):
-        executors.check_resources({"CPU": 2.0}, 1, 0, count=3)
+        workers.check_resources({"CPU": 2.0}, 1, 0, count=3)
 
 
 def test_without_ray_the_error_names_the_extra(monkeypatch, tmp_path, model_dir, suite, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails
     with pytest.raises(UsageError, match=r'pip install -e "\.\[ray\]"'):
-        executors.RayItemPool({}, 2)
+        workers.RayItemPool({}, 2, factory=grid_fake_worker.make_item_worker)
     path = write_grid(tmp_path / "g.yaml", spec_for(model_dir, suite, out=str(tmp_path / "out")))
     assert grid.main([path, "--executor", "ray"]) == 2
     assert 'pip install -e ".[ray]"' in capsys.readouterr().err
