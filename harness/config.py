@@ -24,9 +24,9 @@ from attacks import available_attacks, get_attack
 from attacks.config import SettingError
 from plugins import PluginError, unknown_name_message
 
-from .errors import UsageError
-from .models import DEFAULT_MODEL
-from .yaml_file import read_mapping
+from harness.errors import UsageError
+from harness.models import DEFAULT_MODEL
+from harness.yaml_file import read_mapping
 
 RESULT, OPERATIONAL = "result", "operational"
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import ModelLoadError  # noqa: F401  (raised here; callers import it from either module)
+from harness.errors import ModelLoadError  # noqa: F401  (raised here; callers import it from either module)
 
 logger = logging.getLogger(__name__)
 

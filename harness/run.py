@@ -28,13 +28,13 @@ from tasks import SuiteError, build_context, load_suite, needle_token_span, need
 from tasks.needle import DEFAULT_DEPTHS
 from tasks.outcomes import classify, confident, draw_class
 
-from .cli import command
-from .errors import UsageError
-from .config import RunConfig, resolve
-from .results import (ATTACKED, NO_ATTACK, SKIP_FULL_WRONG, SKIPPED, VERIFIED, ResultRow, outcome_maps,
+from harness.cli import command
+from harness.errors import UsageError
+from harness.config import RunConfig, resolve
+from harness.results import (ATTACKED, NO_ATTACK, SKIP_FULL_WRONG, SKIPPED, VERIFIED, ResultRow, outcome_maps,
                       verification)
-from .store import RunStore
-from .wandb_log import WandbLogger
+from harness.results.store import RunStore
+from harness.backends.wandb_logger import WandbLogger
 
 
 def item_seed(seed: int, item_id: str) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, Iterable, Iterator
 
-from .errors import UsageError
+from harness.errors import UsageError
 
 RAY_EXTRA = 'pip install -e ".[ray]"'
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UsageError
+from harness.errors import UsageError
 
 
 def read_mapping(path: str | Path, what: str, shape: str) -> dict:

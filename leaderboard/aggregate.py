@@ -28,7 +28,7 @@ import json
 import statistics
 
 from harness.results import with_added_defaults
-from harness.stats import COUNT_KEYS, proportion, rate_with_ci, summarize
+from harness.results.stats import COUNT_KEYS, proportion, rate_with_ci, summarize
 
 from .errors import LeaderboardError
 from .paired import add_paired

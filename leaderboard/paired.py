@@ -7,12 +7,12 @@ c: under B only): under the null each is equally likely, so the two-sided p-valu
 2 * P(Binomial(b + c, 1/2) <= min(b, c)), capped at 1. Entries are *comparable* when
 they hold the same items (the same (seed, item id) pairs, all with rows) on the same
 model, suite and context; otherwise nothing is claimed. The test itself is
-`harness.intervals.mcnemar_exact`, shared with `harness.compare`.
+`harness.results.intervals.mcnemar_exact`, shared with `harness.results.compare`.
 """
 
 from __future__ import annotations
 
-from harness.intervals import mcnemar_exact
+from harness.results.intervals import mcnemar_exact
 
 # Config fields that must agree for two entries to share their prompts.
 PROMPT_KEYS = ("model", "suite", "context", "context_tokens", "n_adv", "depth", "full_margin")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from harness.stats import COUNT_KEYS
+from harness.results.stats import COUNT_KEYS
 
 from .errors import LeaderboardError
 from .runs import Loaded, Run, SkipRun, check_config

@@ -1,4 +1,4 @@
-"""harness.compare on synthetic run directories (docs/results-schema.md): pairing by item id,
+"""harness.results.compare on synthetic run directories (docs/results-schema.md): pairing by item id,
 known discordances and their exact McNemar / Holm p-values, the three measures, and
 one-line errors with exit status 2."""
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.compare import compare_runs, main
-from harness.intervals import wilson
+from harness.results.compare import compare_runs, main
+from harness.results.intervals import wilson
 
 KS = [2, 4, 8]
 
@@ -120,7 +120,7 @@ def _error(argv, capsys) -> str:
     assert main([str(a) for a in argv]) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
-    assert captured.out == "" and len(lines) == 1 and lines[0].startswith("harness.compare: error: ")
+    assert captured.out == "" and len(lines) == 1 and lines[0].startswith("harness.results.compare: error: ")
     return lines[0]
 
 

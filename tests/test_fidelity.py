@@ -1,4 +1,4 @@
-"""harness.fidelity: metrics equal a direct computation from full logits, are exact when k
+"""harness.experiments.fidelity: metrics equal a direct computation from full logits, are exact when k
 keeps every block, chunking changes nothing, the flex kernel agrees with the gather
 kernel, texts are deterministic, the CLI writes its JSON and plots, and bad input is named."""
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny_models import save_tiny_pair, tiny_model, tiny_tokenizer
 
-from harness import fidelity
+from harness.experiments import fidelity
 from sparse import SparseConfig, select_blocks, sparse_attention
 
 

@@ -1,5 +1,5 @@
-"""harness.frame.load_frame: every committed run directory loads with one row per (item, k),
-a synthetic run's frame agrees with its rows and with harness.stats.summarize, and the
+"""harness.results.frame.load_frame: every committed run directory loads with one row per (item, k),
+a synthetic run's frame agrees with its rows and with harness.results.stats.summarize, and the
 module imports no torch."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.frame import COLUMNS, load_frame
+from harness.results.frame import COLUMNS, load_frame
 from harness.results import read_rows
-from harness.stats import summarize
+from harness.results.stats import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 KS = [2, 4, 8]
@@ -126,6 +126,6 @@ def test_runs_are_named_by_their_path_under_a_searched_folder(synthetic, tmp_pat
 
 
 def test_frame_imports_without_torch():
-    code = "import sys, harness.frame; print('torch' in sys.modules)"
+    code = "import sys, harness.results.frame; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"

@@ -3,7 +3,7 @@ swapping their implementation (now scipy's) cannot move a published figure."""
 
 import pytest
 
-from harness.intervals import mcnemar_exact, wilson
+from harness.results.intervals import mcnemar_exact, wilson
 
 
 @pytest.mark.parametrize("count, n, low, high", [

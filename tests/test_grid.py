@@ -13,7 +13,9 @@ import pytest
 import yaml
 from tiny_models import save_tiny_pair
 
-from harness import executors, grid, workers
+from harness import workers
+from harness.grid import executors
+from harness.grid import spec as grid
 from harness.errors import UsageError
 from harness.run import main as run_main
 from tasks.items import TaskItem
@@ -288,8 +290,8 @@ def test_item_pool_yields_rows_in_item_order_from_workers_built_once(ray_session
     strip = ("worker", "finished")
     assert [{k: v for k, v in r.items() if k not in strip} for r in rows] == \
            [{k: v for k, v in local(i).items() if k not in strip} for i in items(7)]
-    workers = {r["worker"] for r in rows}
-    assert len(workers) == 2 and len({pid for pid, _ in workers}) == 2  # both actors, one build each
+    builds = {r["worker"] for r in rows}
+    assert len(builds) == 2 and len({pid for pid, _ in builds}) == 2  # both actors, one build each
     assert min(r["finished"] for r in rows[1:]) < rows[0]["finished"]  # later items finished first
 
 
@@ -338,7 +340,7 @@ def test_impossible_resources_are_refused():
 def test_without_ray_the_error_names_the_extra(monkeypatch, tmp_path, model_dir, suite, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails
     with pytest.raises(UsageError, match=r'pip install -e "\.\[ray\]"'):
-        workers.RayItemPool({}, 2, factory=grid_fake_worker.make_item_worker)
+        workers.RayItemPool({}, 2, factory=lambda cfg: None)
     path = write_grid(tmp_path / "g.yaml", spec_for(model_dir, suite, out=str(tmp_path / "out")))
     assert grid.main([path, "--executor", "ray"]) == 2
     assert 'pip install -e ".[ray]"' in capsys.readouterr().err

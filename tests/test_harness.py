@@ -11,7 +11,7 @@ import pytest
 from tiny_models import save_tiny_pair
 
 from harness.config import resolve
-from harness.report import render
+from harness.results.report import render
 from harness.results import SKIP_FULL_WRONG, ResultRow
 from harness.run import main
 from tasks.contexts import sentences

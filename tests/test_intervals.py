@@ -1,4 +1,4 @@
-"""harness.intervals: Holm and McNemar against hand-computed values, the cluster bootstrap's
+"""harness.results.intervals: Holm and McNemar against hand-computed values, the cluster bootstrap's
 properties (bounds, determinism, wider under clustering) and the direction table's counts."""
 
 import math
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.intervals import (Interval, cluster_bootstrap, direction_table, holm, mcnemar_exact,
+from harness.results.intervals import (Interval, cluster_bootstrap, direction_table, holm, mcnemar_exact,
                                paired_difference)
-from harness.intervals import wilson
+from harness.results.intervals import wilson
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,5 +110,5 @@ def test_direction_table_without_one_direction_has_no_balanced_rate():
 
 
 def test_intervals_import_without_torch():
-    code = "import harness.intervals, harness.compare, sys; assert 'torch' not in sys.modules"
+    code = "import harness.results.intervals, harness.results.compare, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

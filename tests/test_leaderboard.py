@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from harness.results import ResultRow, RowError
-from harness.intervals import wilson
-from harness.stats import summarize
+from harness.results.intervals import wilson
+from harness.results.stats import summarize
 from leaderboard.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -454,7 +454,7 @@ class FakeRun:
 
 
 def wandb_summary(rows, cfg):
-    """What harness.wandb_log puts in run.summary: numeric summary keys plus per_k lists."""
+    """What harness.backends.wandb_logger puts in run.summary: numeric summary keys plus per_k lists."""
     s = summarize(loaded(rows), cfg["k_attack"], cfg["k_sweep"])
     return {k: v for k, v in s.items() if isinstance(v, (int, float)) or v is None or k.endswith("per_k")}
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from harness.results import ResultRow, RowError, read_rows
-from harness.stats import summarize
+from harness.results.stats import summarize
 from tasks.outcomes import BREAKDOWN, CORRECT, KEPT, OTHER, STRICT, WRONG, Score, classify
 
 CONFIDENT = Score(0.90, 0.05, "Yes", CORRECT)

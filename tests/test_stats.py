@@ -1,4 +1,4 @@
-"""harness.stats: Wilson intervals and summary.json as docs/results-schema.md defines it."""
+"""harness.results.stats: Wilson intervals and summary.json as docs/results-schema.md defines it."""
 
 import math
 import random
@@ -7,8 +7,8 @@ import statistics
 import pytest
 
 from harness.results import ResultRow
-from harness.intervals import wilson
-from harness.stats import rate_with_ci, summarize
+from harness.results.intervals import wilson
+from harness.results.stats import rate_with_ci, summarize
 
 Z = 1.959964
 

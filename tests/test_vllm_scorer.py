@@ -1,4 +1,4 @@
-"""`harness.vllm_scorer`: vLLM's full-attention answer scores against `Target`'s.
+"""`harness.backends.vllm`: vLLM's full-attention answer scores against `Target`'s.
 
 The comparisons need vLLM, which lives in a venv of its own (it pins torch and
 transformers); in the project's venv they skip. The model-directory and missing-vLLM
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from harness.vllm_scorer import VLLMScorer, vllm_model_dir
+from harness.backends.vllm import VLLMScorer, vllm_model_dir
 
 # Largest |P_vLLM - P_transformers| over both answer sets accepted: measured 4.8e-6 here on
 # smollm2-135m (float32, CPU; 7.8e-6 on the 566-token prompt of benchmarks/vllm_scoring.py);

@@ -14,7 +14,7 @@
         # and adversarial, and whether the attacked prompt flips at the clean prompt's k
 
 Every number is recomputed from results.jsonl (harness.results.read_rows, the one
-reader); intervals are Wilson 95% (harness.intervals.wilson). Outcome classes at another
+reader); intervals are Wilson 95% (harness.results.intervals.wilson). Outcome classes at another
 full-attention margin are reclassified from the stored scores (tasks.outcomes.classify).
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from harness.results import read_rows  # noqa: E402
-from harness.intervals import wilson  # noqa: E402
+from harness.results.intervals import wilson  # noqa: E402
 from tasks.outcomes import classify  # noqa: E402
 
 
@@ -176,7 +176,7 @@ def _kept_ratio(fixed, adaptive) -> float:
 def _paired_wrong(pairs) -> None:
     """McNemar exact test on "wrong" (a flip: strict flip or breakdown) per length and
     pooled, on the items full attention answers in both runs of a pair."""
-    from harness.intervals import mcnemar_exact
+    from harness.results.intervals import mcnemar_exact
 
     def wrong(r, k):
         return r.natural_flipped[k]
@@ -206,7 +206,7 @@ def protocol(runs: list[str]) -> None:
     """Benchmark protocol v1 (docs/replication.md): natural flips per method and density with
     Wilson and cluster intervals, strict / breakdown, direction and balanced rate; then every
     method against the first at each density on the items both count (McNemar, Holm over all)."""
-    from harness.intervals import cluster_bootstrap, cluster_of, direction_table, holm, paired_difference
+    from harness.results.intervals import cluster_bootstrap, cluster_of, direction_table, holm, paired_difference
 
     def at(r, d):
         return r.density_ks.get(str(d)) if r.density_ks else None

@@ -1,4 +1,4 @@
-"""`python -m harness.compare RUN_A RUN_B [RUN_C ...] [--k K | --density D] [--json]`:
+"""`python -m harness.results.compare RUN_A RUN_B [RUN_C ...] [--k K | --density D] [--json]`:
 runs on the same items, each against the first, paired item by item.
 
 An attack and its nulls (`filler`, `far`) run on the same items flip partly the same
@@ -6,7 +6,7 @@ items; comparing their rates' intervals ignores that pairing and the items shari
 context (`row.needle["group"]`). Here rows are paired by item id (items attacked in both
 runs), rates get Wilson and cluster-bootstrap intervals, the difference first - other a
 cluster-bootstrap interval, and McNemar's exact p is Holm-adjusted over the comparisons
-of the call (harness.intervals). McNemar's test treats items as independent: with
+of the call (harness.results.intervals). McNemar's test treats items as independent: with
 needle groups, the cluster interval of the difference is the one to trust. Compared:
 attack success by default, the flip at k with --k, or the flip at each item's k for a
 density with --density.
@@ -19,10 +19,10 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import command
-from .errors import UsageError
+from harness.cli import command
+from harness.errors import UsageError
 from .intervals import cluster_bootstrap, cluster_of, holm, paired_difference, wilson
-from .results import ResultRow, RowError, read_rows
+from .schema import ResultRow, RowError, read_rows
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _read_run(run_dir: Path) -> tuple[dict, list[ResultRow]]:
-    """The manifest's config and the rows of a run directory, read as harness.report does."""
+    """The manifest's config and the rows of a run directory, read as harness.results.report does."""
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir} is not a directory")
     try:
@@ -42,7 +42,7 @@ def _read_run(run_dir: Path) -> tuple[dict, list[ResultRow]]:
     except (json.JSONDecodeError, KeyError, RowError) as exc:
         raise UsageError(f"{run_dir} has an unreadable result ({exc})") from None
     if read.torn:
-        print(f"harness.compare: warning: {run_dir}: {read.torn}", file=sys.stderr)
+        print(f"harness.results.compare: warning: {run_dir}: {read.torn}", file=sys.stderr)
     return config, read.rows
 
 
@@ -139,7 +139,7 @@ def format_table(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = _Parser(prog="python -m harness.compare",
+    parser = _Parser(prog="python -m harness.results.compare",
                      description="Compare runs on the same items, each against the first, paired item by item.")
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     what = parser.add_mutually_exclusive_group()
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         result = compare_runs(args.runs, args.k, args.density)
         print(json.dumps(result, indent=2) if args.json else format_table(result))
 
-    return command("harness.compare", body)
+    return command("harness.results.compare", body)
 
 
 if __name__ == "__main__":

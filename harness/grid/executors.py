@@ -16,12 +16,12 @@ import traceback
 from dataclasses import dataclass
 from typing import Iterator
 
-from .errors import UsageError
-from .workers import check_or_warn, connect, import_ray
+from harness.errors import UsageError
+from harness.workers import check_or_warn, connect, import_ray
 
 def _expected(exc: BaseException) -> bool:
     """A user-facing error (bad options, a model that does not load): its message says it all."""
-    from .models import ModelLoadError
+    from harness.models import ModelLoadError
 
     return isinstance(exc, (UsageError, ModelLoadError))
 

@@ -38,9 +38,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .cli import command
-from .errors import UsageError
-from .yaml_file import read_mapping
+from harness.cli import command
+from harness.errors import UsageError
+from harness.yaml_file import read_mapping
 
 # Plural axis names (what the grid sweeps) and the harness.run option each one sets.
 AXES = {"models": "model", "methods": "method", "attacks": "attack", "k_attack": "k_attack", "suites": "suite"}
@@ -77,7 +77,7 @@ class _Option:
 
 def _options() -> dict[str, _Option]:
     """harness.run's options by name, from its own parser (plugins' attack flags included)."""
-    from .config import build_parser
+    from harness.config import build_parser
 
     found = {}
     for action in build_parser()._actions:
@@ -191,7 +191,7 @@ def expand(spec: dict, source: str = "grid file", out: str | Path | None = None)
     plugins = plugins if isinstance(plugins, list) else [plugins]
     for p in plugins:
         _check_scalar(f"{source}: plugin", p)
-    from .config import load_plugins
+    from harness.config import load_plugins
 
     load_plugins([f"--plugin={p}" for p in plugins])  # their attacks' flags become known options
     options = _options()
@@ -233,7 +233,7 @@ def expand(spec: dict, source: str = "grid file", out: str | Path | None = None)
 
 def resolve_cells(grid: Grid) -> dict[str, dict]:
     """Every cell's validated options, before anything runs; a bad cell stops the grid, named."""
-    from . import run as runner
+    from harness import run as runner
 
     resolved, bad = {}, []
     for cell in grid.cells:

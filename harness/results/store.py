@@ -12,8 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from .errors import UsageError
-from .results import ResultRow, RowError, read_rows, with_added_defaults
+from harness.errors import UsageError
+from .schema import ResultRow, RowError, read_rows, with_added_defaults
 from .stats import summarize
 
 

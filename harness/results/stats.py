@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import statistics
 
-from .intervals import cluster_bootstrap, cluster_of, direction_table, wilson  # noqa: F401 (wilson: re-export)
-from .results import SKIPPED, UNVERIFIABLE, ResultRow
+from .intervals import cluster_bootstrap, cluster_of, direction_table, wilson
+from .schema import SKIPPED, UNVERIFIABLE, ResultRow
 
 # Counts of summary.json that add up when runs are pooled (the leaderboard, W&B summaries).
 COUNT_KEYS = ("n_success", "n_verified", "n_items", "n_skipped", "n_attacked")

@@ -1,4 +1,4 @@
-"""`python -m harness.fidelity`: how faithful sparse attention is at every position of a long text.
+"""`python -m harness.experiments.fidelity`: how faithful sparse attention is at every position of a long text.
 
 The seed (section 4.1, Figure 3) validates STREAM with "the cosine similarity metric,
 along with a recall and top 1 output token match": the cosine stays high while the
@@ -50,9 +50,9 @@ from sparse import SparseConfig, available_sparse_methods, get_sparse_method, ma
 from sparse.settings import setting_names
 from tasks import build_context
 
-from .cli import command
-from .errors import UsageError
-from .wandb_log import WandbLogger
+from harness.cli import command
+from harness.errors import UsageError
+from harness.backends.wandb_logger import WandbLogger
 
 METRICS = ("cosine", "prob_cosine", "kl", "top1", "top5", "density")
 SOURCES = ("kjv", "filler", "haystack")
@@ -280,7 +280,7 @@ def plot(results: dict, out: Path) -> list[Path]:
 
 
 class FidelityWandb(WandbLogger):
-    """harness.wandb_log's mode rule (auto = online with WANDB_API_KEY, else offline) and
+    """harness.backends.wandb_logger's mode rule (auto = online with WANDB_API_KEY, else offline) and
     warn-once guard, for a fidelity run: config, a per-mode table and the curves."""
 
     def _start(self, project: str, manifest: dict, out_dir: Path) -> None:
@@ -317,7 +317,7 @@ def _list(cast, what: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m harness.fidelity", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m harness.experiments.fidelity", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="qwen2.5-0.5b", help="preset, Hugging Face id or local directory")
     p.add_argument("--methods", type=_list(str, "method names"), default=["stream", "oracle", "window", "random"],
                    help="registered sparse methods (default stream,oracle,window,random)")
@@ -394,7 +394,7 @@ def main(argv=None) -> int:
         print(summary_table(results))
         print(f"written: {args.out / 'fidelity.json'} and {len(plots)} PNG plots", file=sys.stderr)
 
-    return command("harness.fidelity", body)
+    return command("harness.experiments.fidelity", body)
 
 
 if __name__ == "__main__":

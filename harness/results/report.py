@@ -1,4 +1,4 @@
-"""`python -m harness.report RUN_DIR`: a run in the format of the seed paper's Table 1.
+"""`python -m harness.results.report RUN_DIR`: a run in the format of the seed paper's Table 1.
 
 Vanilla probs: P(correct) under full attention without adversarial tokens.
 Sparse probs: the same prompt under sparse attention at k_attack. Then, with the
@@ -15,9 +15,9 @@ from pathlib import Path
 
 from tasks.outcomes import BREAKDOWN, OTHER, OUTCOME_NAMES, STRICT
 
-from .cli import command
-from .errors import UsageError
-from .results import FULL, SKIPPED, ResultRow, RowError, read_rows
+from harness.cli import command
+from harness.errors import UsageError
+from .schema import FULL, SKIPPED, ResultRow, RowError, read_rows
 
 
 def _cell(score, flipped: bool) -> str:
@@ -69,7 +69,7 @@ def render(run_dir: Path) -> str:
     cfg = manifest["config"]
     read = read_rows(run_dir / "results.jsonl")
     if read.torn:
-        print(f"harness.report: warning: {read.torn}", file=sys.stderr)
+        print(f"harness.results.report: warning: {read.torn}", file=sys.stderr)
     k_attack = cfg["k_attack"]
     ks = sorted(cfg["k_sweep"], reverse=True)
     context = cfg["context"] if cfg["context"] == "none" else f"{cfg['context']} ({cfg['context_tokens']} tokens)"
@@ -108,7 +108,7 @@ def render(run_dir: Path) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.results.report", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
 
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
         except (json.JSONDecodeError, KeyError, RowError) as exc:
             raise UsageError(f"{args.run_dir} has an unreadable result ({exc})") from None
 
-    return command("harness.report", body)
+    return command("harness.results.report", body)
 
 
 if __name__ == "__main__":

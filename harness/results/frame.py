@@ -2,9 +2,9 @@
 
 For analyses summary.json does not hold (group-bys across runs, depths, densities).
 Rows come through `harness.results.read_rows`, the one reader, so they are reclassified
-at each run's --full-margin and count as `harness.stats.summarize` counts them (a
+at each run's --full-margin and count as `harness.results.stats.summarize` counts them (a
 summary.json written under an earlier release's rule may differ); the columns are in
-docs/results-schema.md, "DataFrame (`harness.frame.load_frame`)". No torch.
+docs/results-schema.md, "DataFrame (`harness.results.frame.load_frame`)". No torch.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from .intervals import cluster_of
-from .results import FULL, ResultRow, read_rows
+from .schema import FULL, ResultRow, read_rows
 
 COLUMNS = ("run", "model", "method", "attack", "suite", "seed", "context_tokens", "item_id", "group", "answer",
            "depth", "absent", "status", "counted", "k", "density", "natural_class", "adversarial_class",

@@ -9,7 +9,7 @@ McNemar test on the discordant items, and Holm's step-down adjustment keeps the
 family-wise error of several comparisons of one call at the nominal level.
 
 Pure functions on plain lists (flags, gold answers, cluster ids), no torch: the harness
-summary, `harness.compare` and the leaderboard all use them. The exact McNemar test
+summary, `harness.results.compare` and the leaderboard all use them. The exact McNemar test
 lives here (not in the leaderboard) because the harness must not import the leaderboard.
 """
 

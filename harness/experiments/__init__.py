@@ -1,0 +1,1 @@
+"""Experiments beyond answer flips: `fidelity` (output fidelity of sparse attention along long texts)."""
