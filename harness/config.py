@@ -99,7 +99,8 @@ class RunConfig:
     model: str = option(DEFAULT_MODEL, "model preset, hub id or local path")
     suite: str = option("needle", "task suite: needle (generated, see --depth), seed4, facts, a .jsonl/.csv/.yaml "
                                   "file or hf:name[:config]:split")
-    limit: int | None = option(None, "use the first N items of the suite (needle: N items in all, default 48)")
+    limit: int | None = option(None, "use the first N items of the suite (needle: N items in all, default 48)",
+                               parse=int)
     depth: list | None = option(None, "needle suite: relative depths of the needles (default 0.1,0.5,0.9)",
                                 parse=_floats)
     absent: int = option(1, "needle suite: absent-needle questions per context (a person the context never "
@@ -192,11 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
         suffix = "" if shown in (None, {}, "") else f" (default {shown})"
         kwargs = {"dest": f.name, "default": S, "help": f"{f.metadata['help']}{suffix}", **meta}
-        if meta.get("choices") is None:
-            kind = f.metadata["parse"] or (type(default) if default is not None and not isinstance(default, list)
-                                           else int if f.name in ("limit",) else str)
-            if kwargs.get("action") != "append" or f.metadata["parse"]:
-                kwargs["type"] = kind
+        if f.metadata["parse"] is not None:
+            kwargs["type"] = f.metadata["parse"]
+        elif meta.get("choices") is None and meta.get("action") != "append" and default is not None:
+            kwargs["type"] = type(default)
         p.add_argument(flag, **kwargs)
     for name, f in attack_option_fields().items():
         kind = _bool if isinstance(f.default, bool) else type(f.default)

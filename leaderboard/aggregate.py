@@ -27,7 +27,10 @@ from __future__ import annotations
 import json
 import statistics
 
+import pandas as pd
+
 from harness.results import with_added_defaults
+from harness.results.frame import rows_frame
 from harness.results.stats import COUNT_KEYS, proportion, rate_with_ci, summarize
 
 from .errors import LeaderboardError
@@ -84,27 +87,18 @@ def group_runs(runs: list[Run]) -> list[list[Run]]:
     return list(groups.values())
 
 
-def _dedupe(runs: list[Run], warnings: list[str]) -> dict[str, list[dict]]:
-    """Rows per run, each (seed, item) kept once: the first run that measured it wins."""
-    owner: dict[tuple, str] = {}
-    kept: dict[str, list[dict]] = {}
-    for run in runs:
-        if run.rows is None:
-            continue
-        seed = json.dumps(run.config.get("seed"))
-        rows, dropped = [], {}
-        for row in run.rows:
-            key = (seed, row.item_id)
-            if key in owner:
-                dropped[owner[key]] = dropped.get(owner[key], 0) + 1
-                continue
-            owner[key] = run.name
-            rows.append(row)
-        for other, count in dropped.items():
-            where = "earlier in the same run" if other == run.name else f"already counted from {other}"
-            warnings.append(f"{run.name}: {count} item(s) with the same seed {where}; counted once")
-        kept[run.name] = rows
-    return kept
+def _dedupe(runs: list[Run], warnings: list[str]) -> pd.DataFrame:
+    """The rows of the entry's directory runs, one per (seed, item): the first run that measured
+    it wins. Columns run, seed (as JSON: the key paired entries match on), item_id and row."""
+    items = pd.DataFrame([(r.name, json.dumps(r.config.get("seed")), row.item_id, row)
+                          for r in runs if r.rows is not None for row in r.rows],
+                         columns=["run", "seed", "item_id", "row"])
+    repeated = items.duplicated(["seed", "item_id"])
+    items["owner"] = items.groupby(["seed", "item_id"]).run.transform("first")
+    for (run, owner), count in items[repeated].groupby(["run", "owner"], sort=False).size().items():
+        where = "earlier in the same run" if owner == run else f"already counted from {owner}"
+        warnings.append(f"{run}: {count} item(s) with the same seed {where}; counted once")
+    return items[~repeated].drop(columns="owner")
 
 
 def _add(summaries: list[dict], k_attack: int, ks: list[int]) -> dict:
@@ -139,11 +133,13 @@ def merge_entry(runs: list[Run], warnings: list[str]) -> dict:
     """The pooled summary of one entry's runs (same keys as summary.json) plus where it came from."""
     config = runs[0].config
     k_attack, ks = config["k_attack"], sorted(set(config["k_sweep"]))
-    kept = _dedupe(runs, warnings)
-    summaries = [summarize(kept[r.name], k_attack, ks) if r.rows is not None else r.summary for r in runs]
+    items = _dedupe(runs, warnings)
+    summaries = [summarize(items.row[items.run == r.name].tolist(), k_attack, ks) if r.rows is not None
+                 else r.summary for r in runs]
     pooled = _add(summaries, k_attack, ks)
-    if all(r.rows is not None for r in runs):
-        steps = [row.steps for r in runs for row in kept[r.name] if row.counted and row.success]
+    with_rows = all(r.rows is not None for r in runs)
+    if with_rows:
+        steps = [row.steps for row in items.row if row.counted and row.success]
         pooled["median_steps_to_flip"] = statistics.median(steps) if steps else None
     elif len(runs) == 1:
         pooled["median_steps_to_flip"] = runs[0].summary.get("median_steps_to_flip")
@@ -151,20 +147,15 @@ def merge_entry(runs: list[Run], warnings: list[str]) -> dict:
         pooled["median_steps_to_flip"] = None
         warnings.append(f"{entry_label(config)}: median steps to first flip unknown when pooling W&B runs "
                         "(their per-item steps are not available)")
-    pooled["_rows"] = None if any(r.rows is None for r in runs) else \
-        [(json.dumps(r.config.get("seed")), row) for r in runs for row in kept[r.name]]
+    # The counted items and their frame (a row per item and k); None when a W&B run has no rows.
+    counted = items[[row.counted for row in items.row]]
+    pooled["_items"] = counted if with_rows else None
+    pooled["_frame"] = rows_frame((r.name, r.config, counted.row[counted.run == r.name]) for r in runs) \
+        if with_rows else None
     pooled["runs"] = [r.name for r in runs]
     pooled["seeds"] = sorted({r.config.get("seed") for r in runs}, key=lambda s: json.dumps(s))
     pooled["config"] = _shared(config)
     return pooled
-
-
-def _class_rate(rows, k: int, field: str, name: str) -> dict | None:
-    """Rate of an outcome class at k with its interval, over the rows that record classes
-    (None when no row does: runs written before outcome classes existed)."""
-    flags = [((getattr(row, field) or {}).get(str(k)) or {}).get(name) for row in rows]
-    flags = [f for f in flags if f is not None]
-    return proportion(sum(flags), len(flags)) if flags else None
 
 
 def k_at_density(row, density: float) -> int | None:
@@ -178,17 +169,11 @@ def k_at_density(row, density: float) -> int | None:
     return int(min(row.density, key=lambda k: (abs(row.density[k] - density), int(k))))
 
 
-def _flag_at(mapping, k: int, name: str | None = None) -> bool | None:
-    value = (mapping or {}).get(str(k))
-    if name is None:
-        return bool(value)
-    return None if value is None else value.get(name)
-
-
-def _rate_of(rows, ks, field: str, name: str | None) -> dict | None:
-    flags = [_flag_at(getattr(row, field), k, name) for row, k in zip(rows, ks)]
-    flags = [f for f in flags if f is not None]
-    return proportion(sum(flags), len(flags)) if flags else None
+def _rate(flags: pd.Series) -> dict | None:
+    """Rate with its interval over the items that record the flag (None when none does: runs
+    written before outcome classes existed)."""
+    known = flags.dropna()
+    return proportion(int(known.sum()), len(known)) if len(known) else None
 
 
 def _summary_columns(pooled: dict, density: float, tolerance: float) -> dict:
@@ -212,32 +197,32 @@ def _outcome_columns(pooled: dict, k: int | None, density: float | None, toleran
     item at its own k: `k`, or the k nearest `density` (None: not comparable there)."""
     empty = {"strict": None, "breakdown": None, "natural_strict": None, "natural_breakdown": None,
              "density": None, "_items": None, "at": None, "natural_at": None, "comparable": density is None}
-    if pooled["_rows"] is None:
+    if pooled["_frame"] is None:
         return _summary_columns(pooled, density, tolerance) if density is not None else empty
-    counted = [(seed, row) for seed, row in pooled["_rows"] if row.counted]
-    rows = [row for _, row in counted]
-    ks = [k if density is None else k_at_density(row, density) for row in rows]
-    achieved = [(row.density or {}).get(str(kk)) for row, kk in zip(rows, ks) if kk is not None]
-    achieved = [a for a in achieved if a is not None]
-    comparable = density is None or (bool(rows) and len(achieved) == len(rows)
-                                     and all(abs(a - density) <= tolerance for a in achieved))
+    items = pooled["_items"]
+    item_k = k if density is None else [k_at_density(row, density) for row in items.row]
+    # Each item's frame row at its own k; an item without one (a k off its sweep) has NA flags.
+    at = (items.drop(columns="row").assign(k=item_k).astype({"k": "Int64"})
+          .merge(pooled["_frame"].drop(columns="seed"), on=["run", "item_id", "k"], how="left"))
+    achieved = at.density.dropna().tolist()
+    mean_density = sum(achieved) / len(achieved) if achieved else None  # summed in item order, as always shown
+    comparable = density is None or (len(at) > 0 and bool(at.density.sub(density).abs().le(tolerance).all()))
     if density is not None and not comparable:
-        return {**empty, "comparable": False, "density": sum(achieved) / len(achieved) if achieved else None}
-    flips = [_flag_at(row.flipped, kk) for row, kk in zip(rows, ks)]
-    natural = [_flag_at(row.natural_flipped, kk) for row, kk in zip(rows, ks)]
+        return {**empty, "comparable": False, "density": mean_density}
+    flips, natural = at.flip.fillna(False), at.natural_flip.fillna(False)  # no row at k: no flip there
     at_density = density is not None  # at a fixed k the pooled per-k counts say it (None off the sweep)
     return {
         "comparable": True,
-        "at": rate_with_ci(sum(flips), len(rows)) if at_density else None,
-        "natural_at": rate_with_ci(sum(natural), len(rows)) if at_density else None,
-        "strict": _rate_of(rows, ks, "outcomes", "strict"),
-        "breakdown": _rate_of(rows, ks, "outcomes", "breakdown"),
-        "natural_strict": _rate_of(rows, ks, "natural_outcomes", "strict"),
-        "natural_breakdown": _rate_of(rows, ks, "natural_outcomes", "breakdown"),
-        "density": sum(achieved) / len(achieved) if achieved else None,
-        "ref_k_median": statistics.median_low(ks) if ks else None,
-        "_items": {(seed, row.item_id): {"flip": f, "strict": _flag_at(row.outcomes, kk, "strict")}
-                   for (seed, row), f, kk in zip(counted, flips, ks)},
+        "at": rate_with_ci(int(flips.sum()), len(at)) if at_density else None,
+        "natural_at": rate_with_ci(int(natural.sum()), len(at)) if at_density else None,
+        "strict": _rate(at.strict),
+        "breakdown": _rate(at.breakdown),
+        "natural_strict": _rate(at.natural_class.dropna().eq("strict")),
+        "natural_breakdown": _rate(at.natural_class.dropna().eq("breakdown")),
+        "density": mean_density,
+        "ref_k_median": statistics.median_low(at.k.tolist()) if len(at) else None,
+        "_items": at.assign(flip=flips, strict=at.strict.astype(object).where(at.strict.notna(), None))
+                    .set_index(["seed", "item_id"])[["flip", "strict"]].to_dict("index"),
     }
 
 

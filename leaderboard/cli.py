@@ -12,6 +12,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness.cli import command
+
 from .aggregate import rank
 from .errors import LeaderboardError
 from .runs import load_runs
@@ -140,14 +142,9 @@ def build(runs: list[str], out: Path, ref_k: int | None = None, title: str = DEF
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
+    def body():
         args = build_parser().parse_args(argv)
         build(args.runs, args.out, ref_k=args.ref_k, title=args.title, from_wandb=args.from_wandb,
               ref_density=args.ref_density, tolerance=args.tolerance)
-    except LeaderboardError as exc:
-        print(f"leaderboard: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("leaderboard: interrupted", file=sys.stderr)
-        return 130
-    return 0
+
+    return command("leaderboard", body, errors=(LeaderboardError,))

@@ -48,13 +48,52 @@ def test_cached_batched_scores_equal_uncached_single_scores(pair, method):
             assert got.p_wrong == pytest.approx(pw, abs=1e-5)
 
 
-def test_sparse_scores_differ_from_full(pair):
+def reference_probs(model, ids, sparse_cfg=None):
+    """Answer-position probabilities [vocab] of one plain forward over the whole prompt:
+    no cache, no batching, no shared prefix; full attention when `sparse_cfg` is None."""
+    ids = torch.tensor([ids])
+    with torch.no_grad():
+        if sparse_cfg is None:
+            logits = model(input_ids=ids).logits[0, -1]
+        else:
+            with sparse_attention(model, sparse_cfg):
+                logits = model(input_ids=ids).logits[0, -1]
+    return torch.softmax(logits, -1)
+
+
+def test_scores_equal_a_plain_forward_and_full_attention_once_k_keeps_every_block(pair):
     model, tok = pair
-    target = Target(model, tok, SparseConfig(k=1, block_q=4, block_k=4, dense_layers=1))
+    cfg = SparseConfig(k=1, block_q=4, block_k=4, dense_layers=1)
+    target = Target(model, tok, cfg)
     prepared = target.prepare(TaskItem(id="t-1", question="Is ice cold?", answer="yes"), "Water boils. " * 10)
-    full = target.score(prepared, torch.tensor([[5, 6, 7]]), FULL)[0]
-    sparse = target.score(prepared, torch.tensor([[5, 6, 7]]), 1)[0]
-    assert abs(full.p_correct - sparse.p_correct) > 1e-6
+    adv = [5, 6, 7]
+    ids = prepared.prompt_ids(adv)
+    assert prepared.cut > 0 and prepared.cut % 4 == 0  # the cached path is the one under test
+    n_blocks = (len(ids) - 1) // 4 + 1  # causal key blocks of the answer position
+    assert n_blocks >= 6
+
+    def check(mode, probs):
+        got = target.score(prepared, torch.tensor([adv]), mode)[0]
+        assert got.p_correct == pytest.approx(probs[list(prepared.correct_ids)].sum().item(), abs=1e-5), mode
+        assert got.p_wrong == pytest.approx(probs[list(prepared.wrong_ids)].sum().item(), abs=1e-5), mode
+        top = int(probs.argmax())
+        assert got.argmax == ("correct" if top in prepared.correct_ids else "wrong" if top in prepared.wrong_ids
+                              else "other"), mode
+        return got
+
+    full_probs = reference_probs(model, ids)
+    full = check(FULL, full_probs)
+    for k in (1, 2, 3, n_blocks - 1, n_blocks, n_blocks + 3):
+        probs = reference_probs(model, ids, cfg.replace(k=k))
+        sparse = check(k, probs)
+        if k < n_blocks:  # blocks are dropped and the reference moves (so the match above is not vacuous):
+            # far at small k, and still well above float noise (~1e-6) with one block dropped
+            shift = (probs.log() - full_probs.log()).abs().max()
+            assert shift > (5e-2 if k <= 3 else 1e-3), (k, shift)
+        else:  # every causal block kept: sparse attention is full attention
+            assert torch.allclose(probs, full_probs, atol=1e-5), k
+            assert (sparse.p_correct, sparse.p_wrong) == pytest.approx((full.p_correct, full.p_wrong), abs=1e-5)
+            assert sparse.argmax == full.argmax
 
 
 def test_items_sharing_a_context_share_one_prefix_forward_per_mode(pair):

@@ -10,7 +10,7 @@ from tiny_models import save_tiny_pair, tiny_model, tiny_tokenizer
 
 from attacks import FULL, Target, available_attacks, get_attack
 from attacks.gcg import GCGConfig, GCGSearch
-from harness.config import build_parser
+from harness.config import resolve
 from harness.run import main
 from sparse import SparseConfig, sparse_attention
 from tasks import TaskItem
@@ -152,9 +152,11 @@ def test_config_rejects_more_replacements_than_tokens():
 
 def test_gcg_is_registered_with_cli_flags():
     assert "gcg" in available_attacks()
-    args = vars(build_parser().parse_args(["--attack", "gcg", "--search-width", "8", "--hinge-margin", "0.3",
-                                           "--full-margin", "0.2"]))
-    assert (args["search_width"], args["hinge_margin"], args["full_margin"]) == (8, 0.3, 0.2)
+    cfg = resolve(["--attack", "gcg", "--search-width", "8", "--hinge-margin", "0.3", "--full-margin", "0.2"])
+    assert (cfg.attack_options["search_width"], cfg.attack_options["hinge_margin"], cfg.full_margin) == (8, 0.3, 0.2)
+    built = get_attack("gcg").make_config(**cfg.attack_values())  # the flags reach the attack's config
+    assert (built.search_width, built.hinge_margin, built.full_margin) == (8, 0.3, 0.2)
+    assert cfg.result_config()["search_width"] == 8  # and the manifest, at the top level as before
 
 
 def test_hinge_aims_at_least_at_the_counting_margin():

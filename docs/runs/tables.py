@@ -161,13 +161,14 @@ def outcomes(run: str, margins: list[float]) -> None:
 
 def _kept_ratio(fixed, adaptive) -> float:
     """Mean over items of total kept blocks (adaptive / fixed) over the prompt's query blocks."""
-    from sparse import SparseConfig
+    from harness.results import with_added_defaults
+    from sparse import SparseConfig, make_settings
     from sparse.density_adaptive import total_kept
 
-    cf, ca = config_of(fixed), config_of(adaptive)
+    cf, ca = config_of(fixed), with_added_defaults(config_of(adaptive))  # second-release density -> its setting
     fixed_cfg = SparseConfig(method=cf["method"], k=cf["k_attack"], block_q=cf["block_q"], block_k=cf["block_k"])
     adaptive_cfg = SparseConfig(method=ca["method"], k=ca["k_attack"], block_q=ca["block_q"], block_k=ca["block_k"],
-                                density=ca["density"])
+                                settings=make_settings(ca["method"], ca["method_options"]))
     ratios = [total_kept(adaptive_cfg, ca["method"], r.answer_blocks) / total_kept(fixed_cfg, cf["method"], r.answer_blocks)
               for r in rows_of(fixed)]
     return sum(ratios) / len(ratios)
@@ -326,7 +327,7 @@ def grid(out: str, runs: list[str]) -> None:
 
 
 def fidelity(run: str) -> None:
-    from sparse import SparseConfig
+    from sparse import SparseConfig, make_settings
     from sparse.density_adaptive import total_kept
 
     data = json.loads((Path(run) / "fidelity.json").read_text())
@@ -340,8 +341,9 @@ def fidelity(run: str) -> None:
           "tenth | top-1, mean [per text] | top-1 first / last tenth | KL mean |")
     print("|---|---:|---|---|---|---|---|---:|")
     for m in data["modes"]:
+        settings = make_settings(m["method"], {} if m["density_param"] is None else {"density": m["density_param"]})
         sc = SparseConfig(method=m["method"], k=m["k"], block_q=cfg["block_size"], block_k=cfg["block_size"],
-                          density=m["density_param"])
+                          settings=settings)
         name = f"{m['method']} k={m['k']}" + (f", rho={m['density_param']:g}" if m["density_param"] else "")
 
         def head(metric):

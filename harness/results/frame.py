@@ -82,12 +82,15 @@ def _records(name: str, config: dict, row: ResultRow) -> list[dict]:
     return out
 
 
+def rows_frame(runs: Iterable[tuple[str, dict, Iterable[ResultRow]]]) -> pd.DataFrame:
+    """The frame of rows already read, given as (run name, manifest config, rows) per run:
+    callers that hold rows (the leaderboard, after deduplicating them) need not read files again."""
+    records = [record for name, config, rows in runs for row in rows for record in _records(name, config, row)]
+    return pd.DataFrame.from_records(records, columns=list(COLUMNS)).astype(DTYPES)
+
+
 def load_frame(paths: PathLike | Iterable[PathLike]) -> pd.DataFrame:
     """Every (item, k) of the run directories in `paths` (run directories, or folders
     searched recursively for them), one row each; columns in `COLUMNS` order."""
-    records = []
-    for name, run in run_dirs(paths):
-        config = json.loads((run / "manifest.json").read_text()).get("config") or {}
-        for row in read_rows(run / "results.jsonl").rows:
-            records.extend(_records(name, config, row))
-    return pd.DataFrame.from_records(records, columns=list(COLUMNS)).astype(DTYPES)
+    return rows_frame((name, json.loads((run / "manifest.json").read_text()).get("config") or {},
+                       read_rows(run / "results.jsonl").rows) for name, run in run_dirs(paths))
