@@ -135,3 +135,22 @@ def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys):
     assert "density 0.5" in _error([runs["random"], runs["filler"], "--density", "0.5"], capsys)
     _error([runs["random"]], capsys)  # one run: nothing to compare
     _error([runs["random"], runs["filler"], "--k", "4", "--density", "0.5"], capsys)
+
+
+def test_robust_only_leaves_out_items_sparsity_flips_without_the_attack(tmp_path):
+    """An attack is not credited with flips the clean prompt already has at k_attack."""
+    items = ids(8)
+    fragile = []
+    for j, i in enumerate(items):
+        r = row(i, j < 6)
+        if j < 3:  # the clean prompt already flips at k = 4
+            r["natural"]["4"] = score(False)
+        fragile.append(r)
+    a = make_run(tmp_path, "a", fragile)
+    b = make_run(tmp_path, "b", [row(i, j < 3) for j, i in enumerate(items)], attack="filler")
+    everything = compare_runs([a, b])["comparisons"][0]
+    assert (everything["n"], everything["first"]["count"], everything["other"]["count"]) == (8, 6, 3)
+    robust = compare_runs([a, b], robust_only=True)
+    entry = robust["comparisons"][0]
+    assert "not flipped without the attack" in robust["measure"]
+    assert (entry["n"], entry["first"]["count"], entry["other"]["count"], entry["b10"], entry["b01"]) == (5, 3, 0, 3, 0)

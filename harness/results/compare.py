@@ -75,8 +75,10 @@ def _rate(flags: list[bool], clusters: list[str], n_boot: int, seed: int) -> dic
 
 
 def compare_runs(run_dirs: list[Path], k: int | None = None, density: float | None = None,
-                 n_boot: int = 2000, seed: int = 0) -> dict:
-    """Every run after the first against the first on their common attacked items (see the module doc)."""
+                 n_boot: int = 2000, seed: int = 0, robust_only: bool = False) -> dict:
+    """Every run after the first against the first on their common counted items (see the module
+    doc); `robust_only` keeps the items whose clean prompt does not flip at the first run's
+    k_attack, so an attack is not credited with flips sparsity makes without it."""
     if len(run_dirs) < 2:
         raise UsageError("give at least two run directories")
     if k is not None and density is not None:
@@ -85,11 +87,14 @@ def compare_runs(run_dirs: list[Path], k: int | None = None, density: float | No
     runs = []
     for run_dir in run_dirs:
         config, rows = _read_run(run_dir)
-        flags = {r.item_id: (flag(r), cluster_of(r)) for r in rows if r.attacked}
+        flags = {r.item_id: (flag(r), cluster_of(r)) for r in rows if r.counted}
         flags = {item: v for item, v in flags.items() if v[0] is not None}
         _check_measure(run_dir, config, flags, k, density)
-        runs.append({"run": str(run_dir), "attack": config.get("attack"), "flags": flags})
+        runs.append({"run": str(run_dir), "attack": config.get("attack"), "flags": flags,
+                     "fragile": {r.item_id for r in rows if (r.natural_flipped or {}).get(str(r.k_attack))}})
     first = runs[0]
+    if robust_only:
+        first["flags"] = {i: v for i, v in first["flags"].items() if i not in first["fragile"]}
     comparisons = []
     for other in runs[1:]:
         items = [item for item in first["flags"] if item in other["flags"]]
@@ -106,7 +111,8 @@ def compare_runs(run_dirs: list[Path], k: int | None = None, density: float | No
                             "b10": diff.b10, "b01": diff.b01, "p": diff.p})
     for entry, adjusted in zip(comparisons, holm([c["p"] for c in comparisons])):
         entry["p_holm"] = adjusted
-    return {"measure": name, "first": {"run": first["run"], "attack": first["attack"]},
+    return {"measure": name + (" (items not flipped without the attack)" if robust_only else ""),
+            "first": {"run": first["run"], "attack": first["attack"]},
             "n_boot": n_boot, "seed": seed, "comparisons": comparisons}
 
 
@@ -145,11 +151,13 @@ def main(argv=None) -> int:
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--k", type=int, help="compare the flip at this k of the sweep (default: attack success)")
     what.add_argument("--density", type=float, help="compare the flip at each item's k for this density")
+    parser.add_argument("--robust-only", dest="robust_only", action="store_true",
+                        help="only items whose clean prompt does not flip at the first run's k_attack")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     def body():
         args = parser.parse_args(argv)
-        result = compare_runs(args.runs, args.k, args.density)
+        result = compare_runs(args.runs, args.k, args.density, robust_only=args.robust_only)
         print(json.dumps(result, indent=2) if args.json else format_table(result))
 
     return command("harness.results.compare", body)
