@@ -137,21 +137,19 @@ def merge_entry(runs: list[Run], warnings: list[str]) -> dict:
     summaries = [summarize(items.row[items.run == r.name].tolist(), k_attack, ks) if r.rows is not None
                  else r.summary for r in runs]
     pooled = _add(summaries, k_attack, ks)
-    with_rows = all(r.rows is not None for r in runs)
-    if with_rows:
+    # The counted items and their frame (a row per item and k); None when a W&B run has no rows.
+    pooled["_items"] = pooled["_frame"] = None
+    if all(r.rows is not None for r in runs):
         steps = [row.steps for row in items.row if row.counted and row.success]
         pooled["median_steps_to_flip"] = statistics.median(steps) if steps else None
+        pooled["_items"] = counted = items[[row.counted for row in items.row]]
+        pooled["_frame"] = rows_frame((r.name, r.config, counted.row[counted.run == r.name]) for r in runs)
     elif len(runs) == 1:
         pooled["median_steps_to_flip"] = runs[0].summary.get("median_steps_to_flip")
     else:
         pooled["median_steps_to_flip"] = None
         warnings.append(f"{entry_label(config)}: median steps to first flip unknown when pooling W&B runs "
                         "(their per-item steps are not available)")
-    # The counted items and their frame (a row per item and k); None when a W&B run has no rows.
-    counted = items[[row.counted for row in items.row]]
-    pooled["_items"] = counted if with_rows else None
-    pooled["_frame"] = rows_frame((r.name, r.config, counted.row[counted.run == r.name]) for r in runs) \
-        if with_rows else None
     pooled["runs"] = [r.name for r in runs]
     pooled["seeds"] = sorted({r.config.get("seed") for r in runs}, key=lambda s: json.dumps(s))
     pooled["config"] = _shared(config)
@@ -205,7 +203,8 @@ def _outcome_columns(pooled: dict, k: int | None, density: float | None, toleran
     at = (items.drop(columns="row").assign(k=item_k).astype({"k": "Int64"})
           .merge(pooled["_frame"].drop(columns="seed"), on=["run", "item_id", "k"], how="left"))
     achieved = at.density.dropna().tolist()
-    mean_density = sum(achieved) / len(achieved) if achieved else None  # summed in item order, as always shown
+    # Python's sum in item order, not pandas' pairwise mean: the same last digits as ever.
+    mean_density = sum(achieved) / len(achieved) if achieved else None
     comparable = density is None or (len(at) > 0 and bool(at.density.sub(density).abs().le(tolerance).all()))
     if density is not None and not comparable:
         return {**empty, "comparable": False, "density": mean_density}
