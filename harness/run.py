@@ -188,7 +188,7 @@ def format_table(summary: dict) -> str:
                  f"{_ci(success['cluster_low'], success['cluster_high'])} over {success['clusters']} contexts "
                  f"({verified}); skipped: {summary['n_skipped']} of {summary['n_items']} items")
     draws = summary.get("draws")
-    if draws:
+    if draws and draws["n"]:  # natural runs (--attack none) draw nothing
         lines.append(f"per draw ({draws['n']} insertions): sparse-only flip {draws['sparse_only']['rate']:.3f}, "
                      f"full attention also not right {draws['full_wrong']['rate']:.3f}, "
                      f"both right {draws['both_right']['rate']:.3f}")

@@ -104,7 +104,7 @@ def _per_density(rows: list[ResultRow], densities: list[float]) -> list[dict]:
 def _draws(rows: list[ResultRow]) -> dict | None:
     """Per-draw classes of the attack, summed over items: how often one insertion flips
     sparse attention only, breaks full attention too, or leaves both right."""
-    records = [r.draws for r in rows if r.draws and r.draws["n"]]
+    records = [r.draws for r in rows if r.draws]
     if not records:
         return None
     n = sum(d["n"] for d in records)
