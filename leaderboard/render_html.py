@@ -92,7 +92,7 @@ COLUMNS = [
     ("Dense layers", "First layers kept dense", "num", lambda r: (str(r["dense_layers"]), _num(r["dense_layers"]))),
     ("Context tokens", "Context length added to the prompt", "num",
      lambda r: (str(r["context_tokens"]), _num(r["context_tokens"]))),
-    ("k", "Reference k: key blocks kept per query block", "num", lambda r: (str(r["ref_k"]), _num(r["ref_k"]))),
+    ("k", "Reference k: key blocks kept per query block", "num", lambda r: (fmt.DASH if r["ref_k"] is None else str(r["ref_k"]), _num(r["ref_k"]))),
     ("Flip rate [95% CI]", "Flipped / n at the reference k, with its Wilson 95% interval", "num", _interval_cell),
     ("Flipped/n", "Items flipped at k / items full attention answers correctly (sorts by n)", "num",
      lambda r: (fmt.count(r["n_flipped"], r["n"]), _num(r["n"]))),

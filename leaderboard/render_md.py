@@ -25,7 +25,7 @@ def cells(r: dict) -> list[str]:
     natural = f"{fmt.rate((r['natural_strict'] or {}).get('rate'))} / " \
               f"{fmt.rate((r['natural_breakdown'] or {}).get('rate'))}" if r["natural_strict"] else "n/a"
     return ["n.c." if r["rank"] is None else str(r["rank"]), escape(r["model"]), escape(r["method"]), escape(r["attack"]), fmt.blocks(r),
-            str(r["dense_layers"]), str(r["context_tokens"]), str(r["ref_k"]), fmt.rate(r["density"]),
+            str(r["dense_layers"]), str(r["context_tokens"]), fmt.DASH if r["ref_k"] is None else str(r["ref_k"]), fmt.rate(r["density"]),
             fmt.rate_ci(r), fmt.count(r["n_flipped"], r["n"]), fmt.proportion(r["strict"]),
             fmt.proportion(r["breakdown"]), fmt.rate(r["natural_flip_rate"]), natural,
             fmt.rate(r["attack_success_rate"]), fmt.steps(r["median_steps_to_flip"]), escape(fmt.paired(r)),

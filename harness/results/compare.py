@@ -3,7 +3,7 @@ runs on the same items, each against the first, paired item by item.
 
 An attack and its nulls (`filler`, `far`) run on the same items flip partly the same
 items; comparing their rates' intervals ignores that pairing and the items sharing a
-context (`row.needle["group"]`). Here rows are paired by item id (items attacked in both
+context (`row.needle["group"]`). Here rows are paired by item id (items counted in both
 runs), rates get Wilson and cluster-bootstrap intervals, the difference first - other a
 cluster-bootstrap interval, and McNemar's exact p is Holm-adjusted over the comparisons
 of the call (harness.results.intervals). McNemar's test treats items as independent: with
@@ -99,7 +99,7 @@ def compare_runs(run_dirs: list[Path], k: int | None = None, density: float | No
     for other in runs[1:]:
         items = [item for item in first["flags"] if item in other["flags"]]
         if not items:
-            raise UsageError(f"{first['run']} and {other['run']} have no attacked item in common"
+            raise UsageError(f"{first['run']} and {other['run']} have no counted item in common"
                              + ("" if k is None and density is None else f" with a {name}"))
         a = [first["flags"][i][0] for i in items]
         b = [other["flags"][i][0] for i in items]
@@ -129,7 +129,7 @@ def format_table(result: dict) -> str:
     """A plain-text table of `compare_runs`' result, one line per comparison."""
     first = result["first"]
     lines = [f"{result['measure']}: each run against {first['run']} (attack {first['attack']}), on the items "
-             "attacked in both",
+             "counted in both",
              "W: Wilson 95%, C: cluster bootstrap 95% (clusters: needle groups, else items); diff = first - run; "
              "b10 = first only, b01 = run only; p: exact McNemar, Holm-adjusted over the comparisons",
              ""]
