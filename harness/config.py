@@ -307,6 +307,11 @@ def resolve(argv=None) -> RunConfig:
     if values.get("balance") is None:
         values["balance"] = values.get("suite", "needle") == "needle"
     cfg = RunConfig(**values)
+    from sparse import make_settings
+    from sparse.settings import settings_dict
+
+    # every setting of the method, typed (a flag gives "0.5", the manifest records 0.5)
+    cfg = cfg.replace(method_options=settings_dict(make_settings(cfg.method, cfg.method_options)))
     if cfg.density_sweep is not None:  # each item's k values follow from its length; k_attack is always scored
         cfg = cfg.replace(density_sweep=sorted(set(float(d) for d in cfg.density_sweep)), k_sweep=[cfg.k_attack])
     return cfg.replace(k_sweep=sorted(set(int(k) for k in cfg.k_sweep) | {int(cfg.k_attack)}))

@@ -236,13 +236,16 @@ def _attack(cfg: RunConfig):
         raise UsageError(str(exc)) from None
 
 
+def sparse_config(cfg: RunConfig) -> SparseConfig:
+    """The sparse attention of a run: what all methods share, and the method's own settings."""
+    return SparseConfig(method=cfg.method, k=cfg.k_attack, block_q=cfg.block_q, block_k=cfg.block_k,
+                        dense_layers=cfg.dense_layers, seed=cfg.seed, sink_blocks=cfg.sink_blocks,
+                        local_blocks=cfg.local_blocks, settings=make_settings(cfg.method, cfg.method_options))
+
+
 def _target(cfg: RunConfig, model, tokenizer) -> Target:
     """The scoring gateway of a run (one per process that scores items)."""
-    sparse_cfg = SparseConfig(method=cfg.method, k=cfg.k_attack, block_q=cfg.block_q,
-                              block_k=cfg.block_k, dense_layers=cfg.dense_layers, seed=cfg.seed,
-                              sink_blocks=cfg.sink_blocks, local_blocks=cfg.local_blocks,
-                              settings=make_settings(cfg.method, cfg.method_options))
-    return Target(model, tokenizer, sparse_cfg, batch_size=cfg.batch_size)
+    return Target(model, tokenizer, sparse_config(cfg), batch_size=cfg.batch_size)
 
 
 def make_item_worker(cfg: RunConfig):

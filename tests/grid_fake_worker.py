@@ -11,16 +11,16 @@ import os
 import time
 
 
-def make_item_worker(opts: dict):
-    if opts.get("fail_build"):
-        raise ValueError(f"cannot load {opts['fail_build']}")
+def make_item_worker(spec: dict):
+    if spec.get("fail_build"):
+        raise ValueError(f"cannot load {spec['fail_build']}")
     built = time.time_ns()
 
     def work(item):
-        if item.id == opts.get("fail_on"):
+        if item.id == spec.get("fail_on"):
             raise ValueError(f"cannot score {item.id}")
-        time.sleep(opts["slow"] if item.id in opts["slow_items"] else 0.0)
-        row = {"item_id": item.id, "answer": item.answer, "value": len(item.question) * opts["scale"]}
+        time.sleep(spec["slow"] if item.id in spec["slow_items"] else 0.0)
+        row = {"item_id": item.id, "answer": item.answer, "value": len(item.question) * spec["scale"]}
         return {**row, "worker": (os.getpid(), built), "finished": time.time_ns()}
 
     return work

@@ -415,3 +415,27 @@ def test_filler_null_without_a_context_draws_from_the_filler_pool(model_dir, tmp
         assert r["attack"] == "filler" and tuple(r["adv_ids"]) in windows
         assert r["draws"]["n"] == min(8, -(-r["steps"] // 4) * 4)
         assert r["success"] == r["flipped"]["1"] == (r["draws"]["sparse_only"] > 0)
+
+
+def test_method_settings_reach_the_method_and_the_manifest(model_dir, suite_file, tmp_path):
+    """--method-opt and YAML `method: {name: ...}` fill the method's settings; the selection uses
+    them (stream-density keeps its share of every query block) and the manifest records them."""
+    from harness.config import resolve
+    from sparse import settings_of
+
+    out = tmp_path / "adaptive"
+    args = base_args(model_dir, suite_file, out) + ["--method", "stream-density", "--method-opt", "density=0.5",
+                                                    "--attack", "none", "--limit", "2"]
+    assert main(args) == 0
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert config["method"] == "stream-density" and config["method_options"] == {"density": 0.5}
+    for r in read_rows(out):  # at k = 1 the kept share follows the setting, not k
+        blocks = r["answer_blocks"]
+        assert r["density"]["1"] == pytest.approx(min(blocks, -(-blocks // 2)) / blocks)
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("method: {name: stream-density, density: 0.25}\n")
+    cfg = resolve(["--config", str(yaml_file)])
+    assert (cfg.method, cfg.method_options) == ("stream-density", {"density": 0.25})
+    from harness.run import sparse_config
+
+    assert settings_of(sparse_config(cfg)).density == 0.25
