@@ -130,7 +130,7 @@ def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys):
     other = make_run(tmp_path, "other", [row("other-000", True)])
     assert "is not a directory" in _error([runs["random"], tmp_path / "missing"], capsys)
     assert "results.jsonl missing" in _error([runs["random"], tmp_path / "no-results"], capsys)
-    assert "no attacked item in common" in _error([runs["random"], other], capsys)
+    assert "no counted item in common" in _error([runs["random"], other], capsys)
     assert "k=16" in _error([runs["random"], runs["filler"], "--k", "16"], capsys)
     assert "density 0.5" in _error([runs["random"], runs["filler"], "--density", "0.5"], capsys)
     _error([runs["random"]], capsys)  # one run: nothing to compare
