@@ -439,3 +439,12 @@ def test_method_settings_reach_the_method_and_the_manifest(model_dir, suite_file
     from harness.run import sparse_config
 
     assert settings_of(sparse_config(cfg)).density == 0.25
+
+
+def test_report_renders_runs_with_absent_needle_questions():
+    """The committed make-run directory holds an absent-needle row (no needle span, no needle_kept)."""
+    run = ROOT / "docs" / "runs" / "make-run-fresh-clone"
+    absent = [r for r in read_rows(run) if r["item_id"].endswith("-absent0")]
+    assert absent and absent[0]["needle"]["token_span"] is None
+    table = render(run)
+    assert absent[0]["question"] in table and table.count("\n| ") == 1 + len(read_rows(run))

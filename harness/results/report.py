@@ -51,7 +51,7 @@ def _needle_lines(rows: list[ResultRow], k: int) -> list[str]:
     """For needle items that flip at k: the sparse layers where no head kept the needle's blocks."""
     out = []
     for r in rows:
-        if not r.needle or not r.attribution:
+        if not r.needle or not r.needle.get("token_span") or not r.attribution:  # absent needles have no span
             continue
         for prompt, flags in (("natural", r.natural_flipped), ("adversarial", r.flipped)):
             record = r.attribution.get(prompt, {})
