@@ -42,7 +42,6 @@ CORRECT, WRONG, OTHER = "correct", "wrong", "other"
 ARGMAX_CLASSES = (CORRECT, WRONG, OTHER)
 # Outcome of a sparse score for a confident item.
 KEPT, STRICT, BREAKDOWN = "kept", "strict", "breakdown"
-OUTCOME_CLASSES = (KEPT, STRICT, BREAKDOWN)
 OUTCOME_NAMES = {KEPT: "kept", STRICT: "strict flip", BREAKDOWN: "breakdown"}
 
 

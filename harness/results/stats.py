@@ -38,14 +38,14 @@ def _flag(mapping, k: int) -> bool:
 
 # Outcome classes counted per k (tasks.outcomes.Outcome): strict + breakdown = flips;
 # paper_criterion is the seed paper's greedy-token column.
-OUTCOME_CLASSES = ("strict", "breakdown", "paper_criterion")
+CLASS_COLUMNS = ("strict", "breakdown", "paper_criterion")
 
 
 def _class_rates(rows: list[ResultRow], ks: list[int], field: str) -> dict:
     """{class: [{k, rate, ci_low, ci_high, count, n}]} over rows whose `field` records outcomes."""
     known = [r for r in rows if getattr(r, field)]
     out = {}
-    for name in OUTCOME_CLASSES:
+    for name in CLASS_COLUMNS:
         entries = []
         for k in ks:
             flags = [(getattr(r, field).get(str(k)) or {}).get(name) for r in known]
