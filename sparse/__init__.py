@@ -1,9 +1,7 @@
 """Sparse attention as a library: block selections (STREAM and baselines), block-sparse
 attention, and a switch that runs a loaded transformers model under them."""
 
-from . import baselines as _baselines  # noqa: F401  (registers full, window, oracle, random)
-from . import density_adaptive as _density_adaptive  # noqa: F401  (registers stream-density)
-from . import stream as _stream  # noqa: F401  (registers stream)
+from . import methods as _methods  # noqa: F401  (registers every method of sparse/methods)
 from .analysis import density, dropped_attention_mass, layer_selections, minimal_k, span_kept
 from .attention import block_sparse_attention, dense_attention
 from .config import SparseConfig

@@ -5,7 +5,7 @@ blocks as fixed-k STREAM, checked against the selections a real run makes."""
 import torch
 
 from sparse import SparseConfig, select_blocks
-from sparse.density_adaptive import StreamDensitySettings, matched_density, total_kept
+from sparse.methods.stream_density import StreamDensitySettings, matched_density, total_kept
 
 
 def adaptive(cfg, k, rho):

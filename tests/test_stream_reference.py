@@ -1,4 +1,4 @@
-"""STREAM against a plain-loop reference of the algorithm documented in sparse/stream.py,
+"""STREAM against a plain-loop reference of the algorithm documented in sparse/methods/stream.py,
 and block scoring against its dense counterpart: exact equality on random inputs."""
 
 import itertools
@@ -14,7 +14,7 @@ NEG = float("-inf")
 
 
 def reference_stream(query, key, cfg, q_offset=0, padding=None):
-    """sparse/stream.py's docstring, one (batch, head, query block) at a time."""
+    """sparse/methods/stream.py's docstring, one (batch, head, query block) at a time."""
     B, Hq, Tq, D = query.shape
     Hkv, T = key.shape[1], key.shape[2]
     bq, bk, k = cfg.block_q, cfg.block_k, cfg.k

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .layout import SelectionContext, reserved_mask, sort_selection
-from .registry import register_sparse_method
+from ..layout import SelectionContext, reserved_mask, sort_selection
+from ..registry import register_sparse_method
 
 
 @register_sparse_method("full", keeps_all=True)

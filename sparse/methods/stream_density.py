@@ -7,7 +7,7 @@ causal blocks searches k_i - 1 blocks with k_i = max(k, ceil(density * n_i)), so
 every position keeps about the same share (its setting `density`, rho), and at
 least k (the floor k_min). Kept per query block: min(n_i, reserved + k_i - 1).
 
-It is STREAM's own hierarchical search (`sparse.stream.stream_rows`), run once per
+It is STREAM's own hierarchical search (`sparse.methods.stream.stream_rows`), run once per
 group of consecutive query blocks sharing k_i (k_i never decreases along the
 sequence, so groups are contiguous); registered like any user method.
 """
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .layout import SelectionContext
-from .registry import get_sparse_method, register_sparse_method, settings_of
+from ..layout import SelectionContext
+from ..registry import get_sparse_method, register_sparse_method, settings_of
 from .stream import _per_block, stream_rows
 
 

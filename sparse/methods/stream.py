@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import torch
 
-from .layout import SelectionContext, sort_selection
-from .registry import register_sparse_method
+from ..layout import SelectionContext, sort_selection
+from ..registry import register_sparse_method
 
 
 @register_sparse_method("stream")
