@@ -12,6 +12,8 @@ because sparse attention changes the prefix's hidden states too.
 Prefix caches are owned here, keyed by (prefix ids, mode) in a bounded LRU: items
 that share a context (a needle suite asks several questions about one context)
 share one prefix forward per mode, and GCG uses the same caches as the verdicts.
+A sparse mode's key is its whole `SparseConfig`, so `sparse` may be replaced between
+calls (the one-pass board runner does) and every method reuses the full prefix.
 
 Candidates of equal length are scored in batches, logits only at the answer
 position, in the model's dtype (float32 on CPU). Batched full-attention inference
@@ -175,7 +177,9 @@ class Target:
     def _prefix_layers(self, prefix: tuple[int, ...], mode: Mode) -> list:
         """Per-layer (keys, values) of `prefix` under `mode`, computed once. Built outside
         inference mode even when called inside it, so gradient passes can reuse them."""
-        key = (prefix, mode.key)
+        # Sparse prefixes are keyed by the whole config, not only k: a board run swaps
+        # `self.sparse` between methods and shares one full-attention prefix among them.
+        key = (prefix, FULL if mode.is_full else self.config_for(mode))
         if key in self._caches:
             self._caches.move_to_end(key)
             return self._caches[key]
