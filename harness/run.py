@@ -95,6 +95,13 @@ def minimal_k_record(target: Target, prepared, row: ResultRow, margin: float) ->
     return record
 
 
+def densities_to_ks(target: Target, prepared, n_adv: int, densities) -> dict[str, int]:
+    """{str(density): the k giving that density at the answer position} for `prepared` with
+    `n_adv` adversarial tokens, under `target.sparse`'s method."""
+    n_blocks = causal_blocks(len(prepared.prompt_ids([0] * n_adv)), target.sparse.block_k)
+    return {str(d): k_for_density(target.sparse, d, n_blocks) for d in densities}
+
+
 def run_item(target: Target, spec, attack_cfg, item, cfg: RunConfig, progress) -> tuple[ResultRow, list[dict]]:
     """Score, attack and sweep one item; returns its row and the attack's trace."""
     start = time.perf_counter()
@@ -105,8 +112,7 @@ def run_item(target: Target, spec, attack_cfg, item, cfg: RunConfig, progress) -
     prepared = target.prepare(item, context)
     ks, density_ks = cfg.k_sweep, None
     if cfg.density_sweep is not None:
-        n_blocks = causal_blocks(len(prepared.prompt_ids([0] * getattr(attack_cfg, "n_adv", 0))), target.sparse.block_k)
-        density_ks = {str(d): k_for_density(target.sparse, d, n_blocks) for d in cfg.density_sweep}
+        density_ks = densities_to_ks(target, prepared, getattr(attack_cfg, "n_adv", 0), cfg.density_sweep)
         ks = sorted(set(ks) | set(density_ks.values()))
     natural = target.sweep(prepared, [], ks)
     natural_flipped, natural_classes = outcome_maps(natural, margin)
