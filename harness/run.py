@@ -95,6 +95,14 @@ def minimal_k_record(target: Target, prepared, row: ResultRow, margin: float) ->
     return record
 
 
+def item_context(cfg: RunConfig, tokenizer, item) -> str:
+    """The context text shown before `item`'s question: none for items that carry their own
+    (the needle suite's), else the run's context builder, seeded per item."""
+    if item.group is not None:
+        return ""
+    return build_context(cfg.context, tokenizer, cfg.context_tokens, seed=item_seed(cfg.seed, item.id))
+
+
 def densities_to_ks(target: Target, prepared, n_adv: int, densities) -> dict[str, int]:
     """{str(density): the k giving that density at the answer position} for `prepared` with
     `n_adv` adversarial tokens, under `target.sparse`'s method."""
@@ -107,8 +115,7 @@ def run_item(target: Target, spec, attack_cfg, item, cfg: RunConfig, progress) -
     start = time.perf_counter()
     seed = item_seed(cfg.seed, item.id)
     margin = cfg.full_margin
-    context = "" if item.group is not None else \
-        build_context(cfg.context, target.tokenizer, cfg.context_tokens, seed=seed)
+    context = item_context(cfg, target.tokenizer, item)
     prepared = target.prepare(item, context)
     ks, density_ks = cfg.k_sweep, None
     if cfg.density_sweep is not None:

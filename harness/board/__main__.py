@@ -1,0 +1,57 @@
+"""`python -m harness.board BOARD.yaml [--executor local|ray] [--workers N]`: run a board in
+one pass per model (harness/board/runner.py), then print where its cells are."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness.cli import command
+from harness.errors import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def parse(argv):
+    p = _Parser(prog="python -m harness.board",
+                description="Score every cell of a board file (models x methods x attacks at the board's "
+                            "densities) in one pass per model, sharing prefixes; writes ordinary run "
+                            "directories that `python -m leaderboard build` reads.")
+    p.add_argument("board", help="board file (YAML, see docs/leaderboard.md)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: contexts sharded over Ray actors (needs the ray extra)")
+    p.add_argument("--workers", type=int, default=2, help="Ray actors for --executor ray, each loading the model")
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
+    p.add_argument("--dry-run", action="store_true", help="print every cell's harness.run command and stop")
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        raise UsageError(f"--workers must be an integer >= 1, got {args.workers}")
+    return args
+
+
+def main(argv=None) -> int:
+    def body():
+        from harness.board.runner import run_board
+        from harness.board.spec import load_board
+
+        args = parse(sys.argv[1:] if argv is None else argv)
+        board = load_board(args.board)
+        if args.dry_run:
+            for cell in board.cells():
+                print(f"{cell.out}: python -m harness.run {' '.join(cell.argv)} --k-attack <k at density "
+                      f"{board.attack_density(cell.attack)}>")
+            return
+        plans = run_board(board, args.executor, args.workers, args.ray_address)
+        for plan in plans:
+            print(f"{plan.cell.out}: {len(plan.rows)} rows")
+        print(f"build the board: python -m leaderboard build {board.out}/*")
+
+    return command("harness.board", body,
+                   interrupted="interrupted: finished items are saved; rerun the same command to resume")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

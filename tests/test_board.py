@@ -1,0 +1,127 @@
+"""The one-pass board runner (harness/board): its cells are ordinary runs, equal to each
+cell's own `harness.run` command; transfer records agree with the source rows; resume and
+bad board files."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.board.__main__ import main as board_main
+from harness.run import main as run_main
+from tiny_models import save_tiny_pair
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ["stream", "oracle"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-board")
+    save_tiny_pair(path, "llama", layers=3, seed=11, answering=True)
+    return path
+
+
+def board_file(tmp_path, model_dir, **changes) -> Path:
+    board = {"out": str(tmp_path / "board"), "models": [str(model_dir)], "suite": "needle",
+             "densities": [0.2, 0.5], "methods": METHODS,
+             "attacks": ["none", {"name": "random", "density": 0.2, "steps": 6}],
+             "options": {"limit": 6, "depth": [0.2, 0.8], "context_tokens": 96, "block_size": 4,
+                         "dense_layers": 1, "batch_size": 4, "wandb": "disabled"}}
+    board.update(changes)
+    path = tmp_path / "board.yaml"
+    path.write_text(yaml.safe_dump(board))
+    return path
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "timing"}
+            for line in (run_dir / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def board_run(model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("board-run")
+    path = board_file(tmp, model_dir)
+    assert board_main([str(path)]) == 0
+    return tmp / "board"
+
+
+def test_every_cell_equals_its_own_harness_run(board_run, tmp_path):
+    cells = json.loads((board_run / "board-cells.json").read_text())
+    assert {name.split("__", 1)[1] for name in cells} == {f"{m}__{a}" for m in METHODS for a in ("none", "random-d0.2-steps6")}
+    for name, cmd in cells.items():
+        argv = shlex.split(cmd)[3:]  # after "python -m harness.run"
+        argv[argv.index("--out") + 1] = str(tmp_path / name)
+        assert run_main(argv) == 0
+        assert rows(board_run / name) == rows(tmp_path / name), name
+        board_config = json.loads((board_run / name / "manifest.json").read_text())["config"]
+        alone_config = json.loads((tmp_path / name / "manifest.json").read_text())["config"]
+        assert board_config == alone_config
+
+
+def test_transfer_records_agree_with_the_source_rows(board_run):
+    for cell in board_run.glob("*__random-*"):
+        source = {r["item_id"]: r for r in rows(cell)}
+        records = [json.loads(line) for line in (cell / "transfer.jsonl").read_text().splitlines()]
+        assert {r["item_id"] for r in records} == set(source)
+        per_item = {}
+        for r in records:
+            per_item.setdefault(r["item_id"], []).append(r)
+        for item_id, recs in per_item.items():
+            assert sorted(r["target"]["method"] for r in recs) == sorted(METHODS + ["full"])
+            row = source[item_id]
+            if not row.get("adv_ids"):
+                assert all(not r["confident"] and r["outcome"] is None for r in recs)
+                continue
+            own = next(r for r in recs if r["target"]["method"] == cell.name.split("__")[1])
+            k = str(own["target"]["k"])
+            if k in row["outcomes"]:  # the source method at the attack density: the row's own verdict
+                assert own["outcome"] == row["outcomes"][k]["class"]
+                assert own["scores"]["sparse"]["p_correct"] == pytest.approx(row["scores"][k]["p_correct"], abs=1e-6)
+            full = next(r for r in recs if r["target"]["method"] == "full")
+            assert full["scores"]["sparse"]["p_correct"] == pytest.approx(row["scores"]["full"]["p_correct"], abs=1e-6)
+
+
+def test_an_interrupted_board_resumes_to_the_same_files(model_dir, tmp_path, board_run):
+    path = board_file(tmp_path, model_dir)
+    assert board_main([str(path)]) == 0
+    out = tmp_path / "board"
+    cell = next(out.glob("*__stream__random-*"))
+    lines = (cell / "results.jsonl").read_text().splitlines(keepends=True)
+    (cell / "results.jsonl").write_text("".join(lines[:-2]))
+    transfer = (cell / "transfer.jsonl").read_text().splitlines(keepends=True)
+    (cell / "transfer.jsonl").write_text("".join(transfer[:-4]) + transfer[-4][:10])  # torn last line
+    assert board_main([str(path)]) == 0
+    for done in out.glob("*__*"):
+        assert rows(done) == rows(board_run / done.name)
+    assert sorted((cell / "transfer.jsonl").read_text().splitlines()) == \
+        sorted((board_run / cell.name / "transfer.jsonl").read_text().splitlines())
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"densities": [0]}, "densities must list numbers in (0, 1]"),
+    ({"methods": ["strem"]}, "did you mean 'stream'"),
+    ({"colour": "red"}, "key 'colour'"),
+    ({"options": {"method": "stream"}}, "options may not set 'method'"),
+    ({"attacks": [{"name": "random", "density": 2}]}, "density must be a number in (0, 1]"),
+    ({"methods": ["stream", "stream"]}, "listed twice"),
+])
+def test_bad_board_files_exit_2_with_one_line(model_dir, tmp_path, change, message):
+    path = board_file(tmp_path, model_dir, **change)
+    done = subprocess.run([sys.executable, "-m", "harness.board", str(path)], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+def test_dry_run_lists_every_cell_command(model_dir, tmp_path, capsys):
+    assert board_main([str(board_file(tmp_path, model_dir)), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(METHODS) * 2 and all("python -m harness.run --model" in line for line in lines)
