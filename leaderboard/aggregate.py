@@ -1,25 +1,18 @@
-"""Entries: grouping runs, merging them by adding counts, and ranking by flip rate.
+"""Entries: grouping runs, merging them, and reading an entry at a density.
 
 An entry is one experimental condition, (model, method, attack, block_q, block_k,
-dense_layers, context_tokens). Several runs of one entry pool their items: the
-counts (flipped items, attacked items, successes) add up, and every rate and
-Wilson interval is recomputed from the pooled counts; averaging rates would
-weight a 4-item run like a 200-item one. Runs pooled this way must be the same
-experiment: only `seed` (replicates) and `limit` (how many items) may differ,
-anything else (suite, n_adv, steps, k_attack, ...) is an error naming both runs.
-An item measured twice with the same seed (overlapping `limit`s) counts once.
+dense_layers, context_tokens, suite, reserved blocks, method settings). Several runs of
+one entry pool their items: counts add up and every rate and interval is recomputed from
+the pooled items; averaging rates would weight a 4-item run like a 200-item one. Runs
+pooled this way must be the same experiment: only `seed` (replicates) and `limit` (how
+many items) may differ, anything else (n_adv, steps, k_attack, ...) is an error naming
+both runs. An item measured twice with the same seed (overlapping `limit`s) counts once.
 
-Ranking: lower flip rate at the reference density = more robust. Methods keep their
-budget in different units (k blocks, a share, reserved sink and local blocks), so
-entries are compared at equal compute: every item is read at the k whose kept / causal
-key blocks at the answer position is nearest the reference density (the k a
-`--density-sweep` run scored for it, else the nearest swept k), and an entry whose items
-cannot all be read within `tolerance` of it is *not comparable* at that density: shown,
-never ranked. (`--ref-k` compares at equal k instead, which is not equal compute.) Ties
-go to the lower upper bound (more evidence), then to more items. Next to it every entry
-carries its strict-flip and breakdown rates (docs/results-schema.md: they add up to the
-flips), the achieved density, and a paired comparison with the best-ranked entry
-measured on the same items (`leaderboard.paired`: McNemar's exact test).
+Methods keep their budget in different units (k blocks, a share, reserved sink and local
+blocks), so entries are read at equal compute: every item at the k whose kept / causal
+key blocks at the answer position is nearest the density (the k a `--density-sweep` run
+scored for it, else the nearest swept k); an entry whose items cannot all be read within
+the tolerance of it is *not comparable* there. Ranking them is `leaderboard.boards`.
 """
 
 from __future__ import annotations
@@ -30,11 +23,10 @@ import statistics
 import pandas as pd
 
 from harness.results import with_added_defaults
-from harness.results.frame import rows_frame
-from harness.results.stats import COUNT_KEYS, proportion, rate_with_ci, summarize
+from harness.results.intervals import cluster_of
+from harness.results.stats import COUNT_KEYS, flip_record, rate_with_ci, summarize
 
 from .errors import LeaderboardError
-from .paired import add_paired
 from .runs import ENTRY_KEYS, Run
 
 # Config fields that may differ between runs pooled into one entry.
@@ -137,13 +129,13 @@ def merge_entry(runs: list[Run], warnings: list[str]) -> dict:
     summaries = [summarize(items.row[items.run == r.name].tolist(), k_attack, ks) if r.rows is not None
                  else r.summary for r in runs]
     pooled = _add(summaries, k_attack, ks)
-    # The counted items and their frame (a row per item and k); None when a W&B run has no rows.
-    pooled["_items"] = pooled["_frame"] = None
+    # Every item (deduplicated) and the counted ones; None when a W&B run has no rows.
+    pooled["_all"] = pooled["_items"] = None
     if all(r.rows is not None for r in runs):
         steps = [row.steps for row in items.row if row.counted and row.success]
         pooled["median_steps_to_flip"] = statistics.median(steps) if steps else None
-        pooled["_items"] = counted = items[[row.counted for row in items.row]]
-        pooled["_frame"] = rows_frame((r.name, r.config, counted.row[counted.run == r.name]) for r in runs)
+        pooled["_all"] = items
+        pooled["_items"] = items[[row.counted for row in items.row]]
     elif len(runs) == 1:
         pooled["median_steps_to_flip"] = runs[0].summary.get("median_steps_to_flip")
     else:
@@ -167,129 +159,54 @@ def k_at_density(row, density: float) -> int | None:
     return int(min(row.density, key=lambda k: (abs(row.density[k] - density), int(k))))
 
 
-def _rate(flags: pd.Series) -> dict | None:
-    """Rate with its interval over the items that record the flag (None when none does: runs
-    written before outcome classes existed)."""
-    known = flags.dropna()
-    return proportion(int(known.sum()), len(known)) if len(known) else None
-
-
-def _summary_columns(pooled: dict, density: float, tolerance: float) -> dict:
+def _summary_at(pooled: dict, density: float, tolerance: float) -> dict:
     """Runs read from W&B carry summaries, not rows: the swept k whose pooled mean density is
-    nearest `density` stands for every item (comparable only within `tolerance`)."""
+    nearest `density` stands for every item (comparable only within `tolerance`); Wilson
+    intervals only, since clusters and pairs need the items."""
     known = {k: d for k, d in (pooled.get("density_per_k") or {}).items() if d is not None}
-    empty = {"strict": None, "breakdown": None, "natural_strict": None, "natural_breakdown": None,
-             "density": None, "_items": None, "at": None, "natural_at": None, "comparable": False}
     if not known:
-        return empty
+        return {"comparable": False, "density": None, "items": None}
     k = min(known, key=lambda kk: (abs(known[kk] - density), kk))
     if abs(known[k] - density) > tolerance:
-        return {**empty, "density": known[k]}
+        return {"comparable": False, "density": known[k], "items": None}
     at = next(e for e in pooled["per_k"] if e["k"] == k)
-    nat = next(e for e in pooled["natural_per_k"] if e["k"] == k)
-    return {**empty, "comparable": True, "density": known[k], "at": at, "natural_at": nat, "ref_k_median": k}
+    natural = next(e for e in pooled["natural_per_k"] if e["k"] == k)
+    return {"comparable": True, "density": known[k], "items": None, "k_median": k,
+            "adversarial": at, "natural": natural}
 
 
-def _outcome_columns(pooled: dict, k: int | None, density: float | None, tolerance: float) -> dict:
-    """Flip, strict, breakdown and natural rates, achieved density and per-item flags, each
-    item at its own k: `k`, or the k nearest `density` (None: not comparable there)."""
-    empty = {"strict": None, "breakdown": None, "natural_strict": None, "natural_breakdown": None,
-             "density": None, "_items": None, "at": None, "natural_at": None, "comparable": density is None}
-    if pooled["_frame"] is None:
-        return _summary_columns(pooled, density, tolerance) if density is not None else empty
+def at_density(pooled: dict, density: float, tolerance: float) -> dict:
+    """An entry read at `density`: each counted item at its own k nearest it (`k_at_density`).
+
+    Comparable when every item's achieved density is within `tolerance`; then the flip
+    record (`harness.results.stats.flip_record`: Wilson and cluster intervals, strict and
+    breakdown, directions) of the adversarial and the natural prompt, and `items`: per
+    (seed, item id) its flip, strict flag, natural flip and cluster, for paired tests."""
+    if pooled["_items"] is None:
+        return _summary_at(pooled, density, tolerance)
     items = pooled["_items"]
-    item_k = k if density is None else [k_at_density(row, density) for row in items.row]
-    # Each item's frame row at its own k; an item without one (a k off its sweep) has NA flags.
-    at = (items.drop(columns="row").assign(k=item_k).astype({"k": "Int64"})
-          .merge(pooled["_frame"].drop(columns="seed"), on=["run", "item_id", "k"], how="left"))
-    achieved = at.density.dropna().tolist()
-    # Python's sum in item order, not pandas' pairwise mean: the same last digits as ever.
-    mean_density = sum(achieved) / len(achieved) if achieved else None
-    comparable = density is None or (len(at) > 0 and bool(at.density.sub(density).abs().le(tolerance).all()))
-    if density is not None and not comparable:
-        return {**empty, "comparable": False, "density": mean_density}
-    flips, natural = at.flip.fillna(False), at.natural_flip.fillna(False)  # no row at k: no flip there
-    at_density = density is not None  # at a fixed k the pooled per-k counts say it (None off the sweep)
-    return {
-        "comparable": True,
-        "at": rate_with_ci(int(flips.sum()), len(at)) if at_density else None,
-        "natural_at": rate_with_ci(int(natural.sum()), len(at)) if at_density else None,
-        "strict": _rate(at.strict),
-        "breakdown": _rate(at.breakdown),
-        "natural_strict": _rate(at.natural_class.dropna().eq("strict")),
-        "natural_breakdown": _rate(at.natural_class.dropna().eq("breakdown")),
-        "density": mean_density,
-        "ref_k_median": statistics.median_low(at.k.tolist()) if len(at) else None,
-        "_items": at.assign(flip=flips, strict=at.strict.astype(object).where(at.strict.notna(), None))
-                    .set_index(["seed", "item_id"])[["flip", "strict"]].to_dict("index"),
-    }
+    rows = list(items.row)
+    ks = [k_at_density(row, density) for row in rows]
+    achieved = [(row.density or {}).get(str(k)) for row, k in zip(rows, ks)]
+    known = [d for d in achieved if d is not None]
+    mean_density = sum(known) / len(known) if known else None
+    comparable = bool(rows) and all(d is not None and abs(d - density) <= tolerance for d in achieved)
+    if not comparable:
+        return {"comparable": False, "density": mean_density, "items": None}
+    k_of = {id(row): k for row, k in zip(rows, ks)}
+    adversarial = flip_record(rows, "flipped", "outcomes", lambda r: k_of[id(r)])
+    natural = flip_record(rows, "natural_flipped", "natural_outcomes", lambda r: k_of[id(r)])
+    per_item = {}
+    for run, seed, row, k in zip(items.run, items.seed, rows, ks):
+        outcome = (row.outcomes or {}).get(str(k)) or {}
+        per_item[(seed, row.item_id)] = {
+            "flip": bool((row.flipped or {}).get(str(k))), "strict": bool(outcome.get("strict")),
+            "natural_flip": bool((row.natural_flipped or {}).get(str(k))), "cluster": cluster_of(row),
+            "k": k, "row": row, "run": run}
+    return {"comparable": True, "density": mean_density, "k_median": statistics.median_low(ks),
+            "adversarial": adversarial, "natural": natural, "items": per_item}
 
 
-def _record(pooled: dict, ref_k: int | None, ref_density: float | None, tolerance: float) -> dict:
-    config = pooled["config"]
-    k = (pooled["k_attack"] if ref_k is None else ref_k) if ref_density is None else None
-    columns = _outcome_columns(pooled, k, ref_density, tolerance)
-    at = next((e for e in pooled["per_k"] if e["k"] == k), None) if columns["at"] is None else columns["at"]
-    nat = next((e for e in pooled["natural_per_k"] if e["k"] == k), None) if columns["natural_at"] is None \
-        else columns["natural_at"]
-    if not columns["comparable"]:
-        at = nat = None
-    shown_k = columns.get("ref_k_median") if k is None else k
-    record = {"rank": None, "label": entry_label(config), **{key: config[key] for key in ENTRY_KEYS},
-              "ref_k": shown_k, "ref_density": ref_density, "comparable": columns["comparable"]}
-    record.update({
-        "flip_rate": at["flip_rate"] if at else None,
-        "ci_low": at["ci_low"] if at else None,
-        "ci_high": at["ci_high"] if at else None,
-        "n_flipped": at["n_flipped"] if at else None,
-        "n": pooled["n_attacked"],
-        "natural_flip_rate": nat["flip_rate"] if nat else None,
-        "natural_ci_low": nat["ci_low"] if nat else None,
-        "natural_ci_high": nat["ci_high"] if nat else None,
-        "natural_n_flipped": nat["n_flipped"] if nat else None,
-        "attack_success_rate": pooled["attack_success_rate"],
-        "n_success": pooled["n_success"],
-        "n_verified": pooled["n_verified"],
-        "median_steps_to_flip": pooled["median_steps_to_flip"],
-        "n_items": pooled["n_items"],
-        "n_skipped": pooled["n_skipped"],
-        "k_attack": pooled["k_attack"],
-        "k_sweep": pooled["per_k"],
-        "natural_k_sweep": pooled["natural_per_k"],
-        "runs": pooled["runs"],
-        "seeds": pooled["seeds"],
-        "config": config,
-    })
-    record.update({key: value for key, value in columns.items() if key not in ("at", "natural_at", "ref_k_median")})
-    return record
-
-
-def _sort_key(record: dict) -> tuple:
-    unrankable = record["flip_rate"] is None or record["n"] == 0 or not record["comparable"]
-    if unrankable:
-        return (1, 0.0, 0.0, 0, record["label"])
-    return (0, record["flip_rate"], record["ci_high"], -record["n"], record["label"])
-
-
-def rank(runs: list[Run], ref_k: int | None, warnings: list[str], ref_density: float | None = None,
-         tolerance: float = 0.025) -> list[dict]:
-    """Ranked entry records, most robust first: at `ref_density` (within `tolerance`), or at
-    `ref_k` when no density is given (None: each entry's own k_attack)."""
-    records = [_record(merge_entry(group, warnings), ref_k, ref_density, tolerance) for group in group_runs(runs)]
-    for r in records:
-        if not r["comparable"]:
-            achieved = "no recorded density" if r["density"] is None else f"its items reach {r['density']:.3f}"
-            warnings.append(f"{r['label']}: not comparable at density {ref_density} ± {tolerance} ({achieved}); "
-                            "shown, not ranked")
-        elif r["flip_rate"] is None:
-            warnings.append(f"{r['label']}: reference k={r['ref_k']} is not in its k_sweep "
-                            f"{[e['k'] for e in r['k_sweep']]}; ranked last")
-        elif r["n"] == 0:
-            warnings.append(f"{r['label']}: no attacked items (full attention answered none correctly); ranked last")
-    records.sort(key=_sort_key)
-    for i, r in enumerate([r for r in records if r["comparable"]], start=1):
-        r["rank"] = i
-    add_paired(records)
-    for r in records:
-        del r["_items"]
-    return records
+def entries(runs: list[Run], warnings: list[str]) -> list[dict]:
+    """The pooled summary of every entry, in order of first appearance."""
+    return [merge_entry(group, warnings) for group in group_runs(runs)]

@@ -1,8 +1,9 @@
-"""`python -m leaderboard build RUN_DIR_OR_GLOB... --out DIR`: read runs, rank entries, write every format.
+"""`python -m leaderboard build RUN_DIR_OR_GLOB... --out DIR`: read runs, build the boards, write every format.
 
-User mistakes (no runs, conflicting runs, W&B unreachable, unwritable --out)
-end with one line on stderr and exit status 2; unusable runs are skipped with a
-warning that names them. Progress goes to stderr, so stdout stays empty.
+User mistakes (no runs, conflicting runs, a malformed transfer file, a bad density, W&B
+unreachable, unwritable --out) end with one line on stderr and exit status 2; unusable
+runs are skipped with a warning that names them. Progress goes to stderr, so stdout
+stays empty.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from pathlib import Path
 
 from harness.cli import command
 
-from .aggregate import rank
+from .aggregate import at_density, entries
+from .boards import MIN_ACCURACY, build_boards, identities
 from .errors import LeaderboardError
 from .runs import load_runs
 
-DEFAULT_TITLE = "Sparse attention robustness leaderboard"
+DEFAULT_TITLE = "flipbench boards: which sparse attention keeps its answers"
 OUTPUTS = ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "index.html")
-# Compare at equal compute: a tenth of the causal key blocks at the answer, ± 0.025.
-DEFAULT_DENSITY = 0.1
+# Compare at equal compute: these shares of the causal key blocks at the answer, ± 0.025.
+DEFAULT_DENSITIES = (0.05, 0.1, 0.2)
 DEFAULT_TOLERANCE = 0.025
 
 
@@ -30,25 +32,38 @@ class _Parser(argparse.ArgumentParser):
         raise LeaderboardError(message)
 
 
+def densities_arg(text: str) -> list[float]:
+    """'0.05,0.1,0.2' -> [0.05, 0.1, 0.2]; each in (0, 1], no repeats."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise LeaderboardError(f"--densities expects comma-separated numbers in (0, 1], got {text!r}") from None
+    bad = [v for v in values if not 0 < v <= 1]
+    if bad or len(set(values)) != len(values):
+        raise LeaderboardError(f"--densities expects distinct densities in (0, 1], got {text!r}")
+    return sorted(values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m leaderboard",
-                     description="Rank sparse attention methods by the flip rate an attack achieves against them.")
+                     description="Boards of sparse attention methods: how often their yes/no answers flip.")
     sub = parser.add_subparsers(dest="command", metavar="build", required=True)
-    b = sub.add_parser("build", help="build the leaderboard from run directories and/or a W&B project",
-                       description="Group runs by (model, method, attack, block sizes, dense layers, context "
-                       "tokens), pool runs of one entry, rank by flip rate at the reference k, and write "
-                       "leaderboard.md/.csv/.json, index.html and plots/*.png.")
+    b = sub.add_parser("build", help="build the boards from run directories and/or a W&B project",
+                       description="One board per (suite, attack); entries (model x method x settings) ranked "
+                       "by flip rate at each density; writes index.html, entries/, flips/, "
+                       "leaderboard.md/.csv/.json and plots/*.png.")
     b.add_argument("runs", nargs="*", metavar="RUN_DIR_OR_GLOB",
                    help="run directories (written by harness.run), folders holding runs, or glob patterns")
     b.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (created if missing)")
-    b.add_argument("--ref-density", dest="ref_density", type=float, default=None, metavar="D",
-                   help=f"rank by flip rate at this density, kept / causal key blocks at the answer position "
-                        f"(default {DEFAULT_DENSITY}); entries that cannot be read there are shown, not ranked")
+    b.add_argument("--densities", type=str, default=",".join(map(str, DEFAULT_DENSITIES)), metavar="D,D,...",
+                   help="densities to compare at: kept / causal key blocks at the answer position "
+                        f"(default {','.join(map(str, DEFAULT_DENSITIES))})")
     b.add_argument("--density-tolerance", dest="tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="T",
-                   help=f"how far an item's achieved density may be from --ref-density (default {DEFAULT_TOLERANCE})")
-    b.add_argument("--ref-k", dest="ref_k", type=int, default=None, metavar="K",
-                   help="rank at equal k instead of equal density (not equal compute across methods)")
-    b.add_argument("--title", default=DEFAULT_TITLE, metavar="TEXT", help=f"page and table title (default: {DEFAULT_TITLE!r})")
+                   help=f"how far an item's achieved density may be from a board density (default {DEFAULT_TOLERANCE})")
+    b.add_argument("--min-accuracy", dest="min_accuracy", type=float, default=MIN_ACCURACY, metavar="A",
+                   help=f"share of a suite's items full attention must answer right for a model to enter its "
+                        f"boards (default {MIN_ACCURACY})")
+    b.add_argument("--title", default=DEFAULT_TITLE, metavar="TEXT", help="page and document title")
     b.add_argument("--from-wandb", dest="from_wandb", metavar="ENTITY/PROJECT", default=None,
                    help="also read finished runs of this W&B project (online; uses their summary counts)")
     return parser
@@ -58,39 +73,7 @@ def _log(message: str) -> None:
     print(f"leaderboard: {message}", file=sys.stderr, flush=True)
 
 
-def _write_outputs(board: dict, out: Path) -> list[Path]:
-    from . import plots, render_data, render_html, render_md
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "leaderboard.md").write_text(render_md.render(board), encoding="utf-8")
-    render_data.write_csv(board["entries"], out / "leaderboard.csv")
-    render_data.write_json(board, out / "leaderboard.json")
-    (out / "index.html").write_text(render_html.render(board), encoding="utf-8")
-    plot_dir = out / "plots"
-    if plot_dir.is_dir():  # drop our own plots of a previous build (a model may have gone)
-        for old in list(plot_dir.glob("model_*.png")) + list(plot_dir.glob("all_entries.png")):
-            old.unlink()
-    return [out / name for name in OUTPUTS] + plots.write_plots(board["entries"], out)
-
-
-def build(runs: list[str], out: Path, ref_k: int | None = None, title: str = DEFAULT_TITLE,
-          from_wandb: str | None = None, ref_density: float | None = None,
-          tolerance: float = DEFAULT_TOLERANCE) -> dict:
-    """Read, rank and write; returns the board (what leaderboard.json holds). Raises LeaderboardError.
-
-    Entries are ranked at `ref_density` (default DEFAULT_DENSITY), or at `ref_k` when that is given instead."""
-    if not runs and not from_wandb:
-        raise LeaderboardError("no runs given: name run directories or glob patterns, or --from-wandb ENTITY/PROJECT")
-    if ref_k is not None and ref_k < 1:
-        raise LeaderboardError(f"--ref-k must be a positive integer, got {ref_k}")
-    if ref_k is not None and ref_density is not None:
-        raise LeaderboardError("give --ref-density or --ref-k, not both")
-    if ref_k is None and ref_density is None:
-        ref_density = DEFAULT_DENSITY
-    if ref_density is not None and not 0 < ref_density <= 1:
-        raise LeaderboardError(f"--ref-density must be in (0, 1], got {ref_density}")
-    if not 0 <= tolerance < 1:
-        raise LeaderboardError(f"--density-tolerance must be in [0, 1), got {tolerance}")
+def _load(runs: list[str], from_wandb: str | None):
     if from_wandb:
         from .wandb_source import check_project
 
@@ -113,38 +96,124 @@ def build(runs: list[str], out: Path, ref_k: int | None = None, title: str = DEF
             raise LeaderboardError(f"no usable runs: all {len(loaded.skipped)} run(s) found were skipped "
                                    "(see the warnings above)")
         raise LeaderboardError(f"no runs found in {' '.join(runs) or 'the W&B project'}")
+    return loaded
+
+
+def _board_warnings(boards: list[dict], tolerance: float) -> list[str]:
+    from .render_html import board_title
+
+    out = []
+    for board in boards:
+        for m in board["models"]:
+            if not m["admitted"]:
+                out.append(f"{board_title(board)}: {m['model']} skipped, full attention right on only "
+                           f"{m['correct']}/{m['n']} = {m['accuracy']:.0%} of the items (bar "
+                           f"{board['min_accuracy']:.0%})")
+        for table in board["tables"]:
+            if table["note"]:
+                out.append(f"{board_title(board)}: {table['note']}")
+            for c in table["not_comparable"]:
+                reached = "no recorded density" if c["density"] is None else f"its items reach {c['density']:.3f}"
+                out.append(f"{board_title(board)}: {c['model']} · {c['method']} not comparable at density "
+                           f"{table['density']} ± {tolerance} ({reached})")
+    return out
+
+
+def _write(site: dict, details: list[dict], flip_rows: dict, out: Path) -> list[Path]:
+    from harness.report import flip_page
+
+    from . import plots, render_data, render_html, render_md
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = plots.write_plots(site["boards"], out)
+    (out / "leaderboard.md").write_text(render_md.render(site), encoding="utf-8")
+    render_data.write_csv(site, out / "leaderboard.csv")
+    render_data.write_json(site, out / "leaderboard.json")
+    (out / "index.html").write_text(render_html.render_index(site), encoding="utf-8")
+    written += [out / name for name in OUTPUTS]
+    (out / "entries").mkdir(exist_ok=True)
+    for detail in details:
+        path = out / detail["page"]
+        path.write_text(render_html.render_entry(detail, site["boards"]), encoding="utf-8")
+        written.append(path)
+    for name, (row, run, entry_slug) in flip_rows.items():
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(flip_page(row, run, back=f"../../entries/{entry_slug}.html"), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def build(runs: list[str], out: Path, title: str = DEFAULT_TITLE, from_wandb: str | None = None,
+          densities: list[float] = DEFAULT_DENSITIES, tolerance: float = DEFAULT_TOLERANCE,
+          min_accuracy: float = MIN_ACCURACY) -> dict:
+    """Read, build the boards and write; returns what leaderboard.json holds. Raises LeaderboardError."""
+    from .entries import entry_detail, flip_page_name
+
+    if not runs and not from_wandb:
+        raise LeaderboardError("no runs given: name run directories or glob patterns, or --from-wandb ENTITY/PROJECT")
+    if not 0 <= tolerance < 1:
+        raise LeaderboardError(f"--density-tolerance must be in [0, 1), got {tolerance}")
+    if not 0 <= min_accuracy <= 1:
+        raise LeaderboardError(f"--min-accuracy must be in [0, 1], got {min_accuracy}")
+    loaded = _load(runs, from_wandb)
     warnings: list[str] = []
-    records = rank(loaded.runs, ref_k, warnings, ref_density, tolerance)
+    pooled = entries(loaded.runs, warnings)
+    idents = identities(pooled)
+    reads = {(i, d): at_density(p, d, tolerance) for i, p in enumerate(pooled) for d in densities}
+    boards = build_boards(pooled, idents, reads, list(densities), tolerance, min_accuracy)
+    _attach_transfer(boards, pooled, idents)
+    warnings += _board_warnings(boards, tolerance)
     for message in warnings:
         _log(f"warning: {message}")
-    _log(f"{len(loaded.runs)} run(s) -> {len(records)} entr{'y' if len(records) == 1 else 'ies'}"
-         + (f", {len(loaded.skipped)} skipped" if loaded.skipped else ""))
-    board = {
+    details = [entry_detail(p, ident, {d: reads[(i, d)] for d in densities})
+               for i, (p, ident) in enumerate(zip(pooled, idents))]
+    flip_rows = {}
+    for (i, _), read in reads.items():
+        for (seed, item_id), item in (read.get("items") or {}).items():
+            if item["row"].picture and (item["flip"] or item["natural_flip"]):
+                flip_rows[flip_page_name(idents[i]["slug"], item_id, seed)] = (item["row"], item["run"],
+                                                                              idents[i]["slug"])
+    _log(f"{len(loaded.runs)} run(s) -> {len(pooled)} entr{'y' if len(pooled) == 1 else 'ies'} on "
+         f"{len(boards)} board(s)" + (f", {len(loaded.skipped)} skipped" if loaded.skipped else ""))
+    site = {
         "title": title,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "ref_k": ref_k,
-        "ref_density": ref_density,
-        "density_tolerance": tolerance if ref_density is not None else None,
-        "ranking": ("ascending flip rate at ref_density (each item at the k nearest it; entries off it by more "
-                    "than density_tolerance are not comparable and not ranked)" if ref_density is not None else
-                    "ascending flip rate at ref_k (null: each entry's k_attack); lower is more robust"),
-        "entries": records,
+        "densities": list(densities),
+        "density_tolerance": tolerance,
+        "min_accuracy": min_accuracy,
+        "n_runs": len(loaded.runs),
+        "boards": boards,
+        "entries": details,
         "skipped": [{"run": name, "reason": reason} for name, reason in loaded.skipped],
         "warnings": loaded.warnings + warnings,
     }
     try:
-        written = _write_outputs(board, out)
+        written = _write(site, details, flip_rows, out)
     except OSError as exc:
         raise LeaderboardError(f"cannot write to {exc.filename or out}: {exc.strerror or exc}") from None
-    for path in written:
-        _log(f"wrote {path}")
-    return board
+    _log(f"wrote {len(written)} files to {out}")
+    return site
+
+
+def _attach_transfer(boards: list[dict], pooled: list[dict], idents: list[dict]) -> None:
+    """board["transfer"]: the matrix of the transfer.jsonl files of an attacked board's runs."""
+    from .transfer import board_transfer
+
+    by_slug = {ident["slug"]: p for ident, p in zip(idents, pooled)}
+    for board in boards:
+        board["transfer"] = None
+        if board["natural"]:
+            continue
+        members = [by_slug[s] for s in board["entries"]]
+        rows = {row.item_id: row for p in members if p["_all"] is not None for row in p["_all"].row}
+        board["transfer"] = board_transfer([name for p in members for name in p["runs"]], rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     def body():
         args = build_parser().parse_args(argv)
-        build(args.runs, args.out, ref_k=args.ref_k, title=args.title, from_wandb=args.from_wandb,
-              ref_density=args.ref_density, tolerance=args.tolerance)
+        build(args.runs, args.out, title=args.title, from_wandb=args.from_wandb,
+              densities=densities_arg(args.densities), tolerance=args.tolerance, min_accuracy=args.min_accuracy)
 
     return command("leaderboard", body, errors=(LeaderboardError,))

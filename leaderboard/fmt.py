@@ -9,14 +9,6 @@ def rate(x) -> str:
     return DASH if x is None else f"{x:.3f}"
 
 
-def rate_ci(record: dict, prefix: str = "") -> str:
-    """'0.250 [0.089, 0.532]' for flip_rate/ci_low/ci_high (or natural_* with prefix='natural_')."""
-    x = record.get(prefix + "flip_rate")
-    if x is None:
-        return DASH
-    return f"{x:.3f} [{record[prefix + 'ci_low']:.3f}, {record[prefix + 'ci_high']:.3f}]"
-
-
 def proportion(entry: dict | None) -> str:
     """'0.250 [0.089, 0.532] (3/12)' for a stats.proportion entry; n/a for runs without outcome classes."""
     if entry is None:
@@ -24,30 +16,35 @@ def proportion(entry: dict | None) -> str:
     return f"{entry['rate']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}] ({entry['count']}/{entry['n']})"
 
 
-def paired(record: dict, name: str = "flip") -> str:
-    """'+0.250 vs <label> (p = 0.039, 1:8)', or 'not comparable' without an entry on the same items."""
-    if record.get("paired") is None:
-        return "not comparable"
-    c = record["paired"][name]
-    if c["diff"] is None:
-        return "n/a"
-    return f"{c['diff']:+.3f} vs {c['vs']} (p = {c['p']:.3g}, {c['b']}:{c['c']})"
+def flip_rate(cell: dict) -> str:
+    """'0.250 [0.089, 0.532] 3/12': flip rate, its interval, flips / n."""
+    return f"{cell['flip_rate']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}] {cell['flips']}/{cell['n']}"
 
 
-def count(n_flipped, n) -> str:
-    return DASH if n_flipped is None else f"{n_flipped}/{n}"
+def split(cell: dict) -> str:
+    """'2 / 1': strict flips / breakdowns (n/a for rows written before outcome classes)."""
+    return "n/a" if cell["strict"] is None else f"{cell['strict']} / {cell['breakdown']}"
+
+
+def natural(cell: dict) -> str:
+    return f"{cell['natural_rate']:.3f} [{cell['natural_low']:.3f}, {cell['natural_high']:.3f}]"
+
+
+def diff(cell: dict) -> float | None:
+    return None if cell["paired"] is None else cell["paired"]["diff"]
+
+
+def paired(cell: dict) -> str:
+    """'+0.250 [0.05, 0.44], p = 0.039 (8:1, n 31)'; 'best' for the best entry, — without shared items."""
+    if cell["rank"] == 1:
+        return "best"
+    c = cell["paired"]
+    if c is None:
+        return DASH
+    return f"{c['diff']:+.3f} [{c['low']:+.2f}, {c['high']:+.2f}], p = {c['p_holm']:.2g} ({c['b10']}:{c['b01']}, n {c['n']})"
 
 
 def steps(x) -> str:
     if x is None:
         return DASH
     return str(int(x)) if float(x).is_integer() else f"{x:.1f}"
-
-
-def blocks(record: dict) -> str:
-    return f"{record['block_q']}×{record['block_k']}"
-
-
-def sweep(record: dict) -> str:
-    """'2: 0.400, 4: 0.250, 8: 0.050' (flip rate at every k of the sweep)."""
-    return ", ".join(f"{e['k']}: {e['flip_rate']:.3f}" for e in record["k_sweep"])

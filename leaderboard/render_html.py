@@ -1,265 +1,336 @@
-"""index.html: the leaderboard as one self-contained page.
+"""index.html and entries/<slug>.html: the boards as pages.
 
-No network: styles, the sorting script, the data (as JSON) and one flip-rate-
-against-k plot per entry (inline SVG drawn here, no matplotlib) are all inside
-the file, so it can be mailed, attached to a W&B report or opened offline. The
-table is rendered server-side, so it reads without JavaScript; the script only
-sorts (click a header to sort, click again to reverse).
+The index answers one question per board: at equal compute (density), which method and
+model keep their answers? Each ranking table has eight columns and fits a 1280-pixel
+window; everything else about an entry is one click away on its own page. Tables are
+rendered server-side (they read without JavaScript); the script only sorts the ranked
+rows (click a header, again to reverse). Reference rows (null controls) stay below.
 """
 
 from __future__ import annotations
 
 import html
-import json
-import math
 
 from . import fmt
-from .render_md import ref_k_phrase
 
-# (header, tooltip, sort type or None, cell function -> (html, sort value))
 E = html.escape
 
 
-def _num(x):
+def _num(x) -> str:
     return "" if x is None else repr(x)
 
 
-def _interval_cell(r: dict) -> tuple[str, str]:
-    if r["flip_rate"] is None:
-        return fmt.DASH, ""
-    lo, hi, x = r["ci_low"], r["ci_high"], r["flip_rate"]
-    bar = (f'<span class="ci" aria-hidden="true"><span class="ci-band" style="left:{lo*100:.1f}%;'
-           f'width:{max(hi-lo, 0.004)*100:.1f}%"></span><span class="ci-point" style="left:{x*100:.1f}%"></span></span>')
-    text = f'<span class="rate">{x:.3f}</span> <span class="bounds">[{lo:.3f}, {hi:.3f}]</span>'
-    return text + bar, _num(x)
+def _bar(low: float, high: float, x: float) -> str:
+    return (f'<span class="ci" aria-hidden="true"><span class="ci-band" style="left:{low*100:.1f}%;'
+            f'width:{max(high-low, 0.004)*100:.1f}%"></span><span class="ci-point" style="left:{x*100:.1f}%">'
+            "</span></span>")
 
 
-def _svg(r: dict, width: int = 210, height: int = 112) -> str:
-    """Flip rate (line, band = Wilson 95%) and natural flip rate (dashed) against k, log2 x axis."""
-    left, right, top, bottom = 30, 10, 8, 22
-    sweep, natural = r["k_sweep"], r["natural_k_sweep"]
-    ks = [e["k"] for e in sweep]
-    lo_k, hi_k = math.log2(max(min(ks), 1)), math.log2(max(max(ks), 1))
-    span = hi_k - lo_k
-
-    def sx(k):
-        t = 0.5 if span == 0 else (math.log2(max(k, 1)) - lo_k) / span
-        return left + 8 + t * (width - left - right - 16)
-
-    def sy(v):
-        return top + (1 - v) * (height - top - bottom)
-
-    parts = [f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="flip rate against k for {E(r["label"])}">',
-             f'<title>{E(r["label"])}: flip rate against k (band: Wilson 95%; dashed: natural)</title>']
-    for v in (0.0, 0.5, 1.0):
-        y = sy(v)
-        parts.append(f'<line x1="{left}" x2="{width-right}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-                     f'<text x="{left-4}" y="{y+3:.1f}" class="tick" text-anchor="end">{v:g}</text>')
-    for k in ks:
-        parts.append(f'<text x="{sx(k):.1f}" y="{height-8}" class="tick" text-anchor="middle">{k}</text>')
-    if r["flip_rate"] is not None:
-        x = sx(r["ref_k"])
-        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{sy(0):.1f}" class="ref"/>')
-    band = [f"{sx(e['k']):.1f},{sy(e['ci_high']):.1f}" for e in sweep]
-    band += [f"{sx(e['k']):.1f},{sy(e['ci_low']):.1f}" for e in reversed(sweep)]
-    if len(sweep) == 1:  # a single k: draw the interval as a bar
-        e = sweep[0]
-        parts.append(f'<line x1="{sx(e["k"]):.1f}" x2="{sx(e["k"]):.1f}" y1="{sy(e["ci_low"]):.1f}" '
-                     f'y2="{sy(e["ci_high"]):.1f}" class="bandbar"/>')
-    else:
-        parts.append(f'<polygon points="{" ".join(band)}" class="band"/>')
-    for cls, series in (("natural", natural), ("line", sweep)):
-        points = " ".join("%.1f,%.1f" % (sx(e["k"]), sy(e["flip_rate"])) for e in series)
-        parts.append(f'<polyline points="{points}" class="{cls}"/>')
-    for e in sweep:
-        parts.append(f'<circle cx="{sx(e["k"]):.1f}" cy="{sy(e["flip_rate"]):.1f}" r="2.6" class="dot">'
-                     f'<title>k={e["k"]}: {e["flip_rate"]:.3f} [{e["ci_low"]:.3f}, {e["ci_high"]:.3f}], '
-                     f'{e["n_flipped"]}/{e["n"]}</title></circle>')
-    parts.append(f'<text x="{left-4}" y="{height-8}" class="axis" text-anchor="end">k</text></svg>')
-    return "".join(parts)
+def _rate_cell(cell: dict) -> str:
+    text = f'<span class="rate">{cell["flip_rate"]:.3f}</span> <span class="bounds">' \
+           f'[{cell["low"]:.3f}, {cell["high"]:.3f}]</span> <span class="count">{cell["flips"]}/{cell["n"]}</span>'
+    return text + _bar(cell["low"], cell["high"], cell["flip_rate"])
 
 
-# header, tooltip, sort type ("num"/"text"/None), cell -> (inner html, sort value)
-COLUMNS = [
-    ("Rank", "Rank by flip rate at the reference k (1 = most robust)", "num",
-     lambda r: ("n.c." if r["rank"] is None else str(r["rank"]), _num(r["rank"]))),
-    ("Model", "Model", "text", lambda r: (E(str(r["model"])), str(r["model"]))),
-    ("Method", "Sparse attention method", "text", lambda r: (E(str(r["method"])), str(r["method"]))),
-    ("Attack", "Attack", "text", lambda r: (E(str(r["attack"])), str(r["attack"]))),
-    ("Blocks (q×k)", "Query block × key block size", "num",
-     lambda r: (fmt.blocks(r), _num(r["block_q"] * 100000 + r["block_k"]))),
-    ("Dense layers", "First layers kept dense", "num", lambda r: (str(r["dense_layers"]), _num(r["dense_layers"]))),
-    ("Context tokens", "Context length added to the prompt", "num",
-     lambda r: (str(r["context_tokens"]), _num(r["context_tokens"]))),
-    ("k", "Reference k: key blocks kept per query block", "num", lambda r: (fmt.DASH if r["ref_k"] is None else str(r["ref_k"]), _num(r["ref_k"]))),
-    ("Flip rate [95% CI]", "Flipped / n at the reference k, with its Wilson 95% interval", "num", _interval_cell),
-    ("Flipped/n", "Items flipped at k / items full attention answers correctly (sorts by n)", "num",
-     lambda r: (fmt.count(r["n_flipped"], r["n"]), _num(r["n"]))),
-    ("Density", "Mean kept / causal key blocks at the answer position at k", "num",
-     lambda r: (fmt.rate(r["density"]), _num(r["density"]))),
-    ("Strict flips", "Sparse greedy token is a wrong answer (full attention right by the run's margin), Wilson 95%",
-     "num", lambda r: (E(fmt.proportion(r["strict"])), _num((r["strict"] or {}).get("rate")))),
-    ("Breakdowns", "Sparse greedy token is neither answer: the model stopped answering, Wilson 95%", "num",
-     lambda r: (E(fmt.proportion(r["breakdown"])), _num((r["breakdown"] or {}).get("rate")))),
-    ("Paired", "Flip-rate difference to the best-ranked entry on the same items, McNemar exact p, discordant "
-     "items (here only : there only)", None, lambda r: (E(fmt.paired(r)), None)),
-    ("Natural", "Natural flip rate at k: no adversarial tokens", "num",
-     lambda r: (fmt.rate(r["natural_flip_rate"]), _num(r["natural_flip_rate"]))),
-    ("Attack success", "Share of items where the attack found a flip at k_attack", "num",
-     lambda r: (fmt.rate(r["attack_success_rate"]), _num(r["attack_success_rate"]))),
-    ("Median steps", "Median steps to the first flip, over successful items", "num",
-     lambda r: (fmt.steps(r["median_steps_to_flip"]), _num(r["median_steps_to_flip"]))),
-    ("Flip rate against k", "Line: flip rate; band: Wilson 95%; dashed: natural; vertical: reference k", None,
-     lambda r: (_svg(r), None)),
+def _method_cell(cell: dict, prefix: str) -> str:
+    """The method, linked to the entry's page; its settings when they differ within the board."""
+    null = {"null method": " <em>(null)</em>", "null attack": f" <em>+ {E(cell['attack'])} (null)</em>"}
+    settings = f'<span class="settings">{E(cell["settings"])}</span>' if cell.get("show_settings") else ""
+    return (f'<a href="{prefix}entries/{E(cell["slug"])}.html">{E(cell["method"])}</a>{null.get(cell["role"], "")}'
+            f"{settings}")
+
+
+COLUMNS = [  # header, tooltip, sort type, cell -> (html, sort value)
+    ("Rank", "Rank band: entries whose intervals overlap share a band (1-3)", "num",
+     lambda c, p: (E(c["band"] or "ref"), _num(c["rank"]))),
+    ("Model", "Model", "text", lambda c, p: (E(c["model"]), c["model"])),
+    ("Method", "Sparse method and settings (link: the entry's page)", "text",
+     lambda c, p: (_method_cell(c, p), c["method"])),
+    ("Density", "Achieved mean density (kept / causal key blocks at the answer position)", "num",
+     lambda c, p: (fmt.rate(c["density"]), _num(c["density"]))),
+    ("Flip rate [95% CI]", "Flips / n with its cluster-bootstrap 95% interval (contexts resampled)", "num",
+     lambda c, p: (_rate_cell(c), _num(c["flip_rate"]))),
+    ("Strict / breakdown", "Flips that give the wrong answer / that answer neither; they add up to the flips",
+     "num", lambda c, p: (fmt.split(c), _num(c["strict"]))),
+    ("Natural", "Flip rate without adversarial tokens, cluster 95% interval", "num",
+     lambda c, p: (fmt.natural(c), _num(c["natural_rate"]))),
+    ("Δ vs best (Holm p)", "Paired difference to the best entry on the items both answered, cluster 95% "
+     "interval, Holm-adjusted exact McNemar p", "num", lambda c, p: (E(fmt.paired(c)), _num(fmt.diff(c)))),
 ]
 
 STYLE = """
 :root { color-scheme: light; --fg:#1d232b; --muted:#5b6673; --line:#d9dee5; --accent:#2563eb; --band:#93b4f5; }
 * { box-sizing: border-box; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: var(--fg);
-       margin: 24px; background: #fff; }
-h1 { font-size: 22px; margin: 0 0 4px; }
-p.lede { margin: 0 0 16px; color: var(--muted); max-width: 70em; }
-.wrap { overflow-x: auto; }
-table { border-collapse: collapse; min-width: 100%; }
-th, td { padding: 6px 8px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: middle; }
-td { white-space: nowrap; }
-th { white-space: normal; max-width: 7.5em; line-height: 1.25; }
+       margin: 20px; background: #fff; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 4px; }
+h3 { font-size: 15px; margin: 16px 0 4px; }
+p.lede, .muted, .note { color: var(--muted); max-width: 75em; }
+p.note { margin: 4px 0; font-style: italic; }
+nav ul { margin: 4px 0 0; padding-left: 18px; columns: 2; }
+table { border-collapse: collapse; width: 100%; }
+th, td { padding: 5px 7px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
+th { background: #f4f6f9; font-weight: 600; user-select: none; line-height: 1.25; }
 td.num, th.num { text-align: right; }
-thead th { position: sticky; top: 0; background: #f4f6f9; font-weight: 600; user-select: none; }
 th[data-type] { cursor: pointer; }
 th[data-type]:hover, th[data-type]:focus { background: #e6ebf2; outline: none; }
 th[data-type]::after { content: " ↕"; color: #a0a8b3; font-weight: 400; }
 th[aria-sort="ascending"]::after { content: " ▲"; color: var(--accent); }
 th[aria-sort="descending"]::after { content: " ▼"; color: var(--accent); }
-tbody tr:nth-child(even) { background: #fafbfc; }
-tbody tr:hover { background: #eef4ff; }
-.rate { font-weight: 600; font-variant-numeric: tabular-nums; }
-.bounds { color: var(--muted); font-variant-numeric: tabular-nums; }
+tbody.refs td { background: #fbfaf5; color: #44403c; }
+tbody.refs tr.caption td { font-weight: 600; font-size: 12.5px; background: #f3f1e8; }
 td { font-variant-numeric: tabular-nums; }
-.ci { display: block; position: relative; height: 6px; margin-top: 4px; background: #eceff3; border-radius: 3px;
-      min-width: 140px; }
-.ci-band { position: absolute; top: 0; height: 6px; background: var(--band); border-radius: 3px; }
-.ci-point { position: absolute; top: -2px; width: 2px; height: 10px; margin-left: -1px; background: var(--accent); }
-svg.plot { display: block; }
-svg .grid { stroke: #e3e7ed; stroke-width: 1; }
-svg .tick { font-size: 9px; fill: var(--muted); }
-svg .axis { font-size: 9px; fill: var(--muted); font-style: italic; }
-svg .band { fill: var(--band); opacity: 0.45; stroke: none; }
-svg .bandbar { stroke: var(--band); stroke-width: 6; opacity: 0.7; }
-svg .line { fill: none; stroke: var(--accent); stroke-width: 1.8; }
-svg .natural { fill: none; stroke: #8a94a1; stroke-width: 1.2; stroke-dasharray: 3 3; }
-svg .ref { stroke: #c2410c; stroke-width: 1; stroke-dasharray: 2 2; }
-svg .dot { fill: var(--accent); }
-section { margin-top: 22px; max-width: 75em; }
-h2 { font-size: 16px; margin: 0 0 6px; }
-dl { margin: 0; } dt { font-weight: 600; } dd { margin: 0 0 6px 0; color: var(--muted); }
+.rate { font-weight: 600; } .bounds, .count { color: var(--muted); }
+.settings { display: block; color: var(--muted); font-size: 11.5px; }
+.ci { display: block; position: relative; height: 5px; margin-top: 3px; background: #eceff3; border-radius: 3px; }
+.ci-band { position: absolute; top: 0; height: 5px; background: var(--band); border-radius: 3px; }
+.ci-point { position: absolute; top: -2px; width: 2px; height: 9px; margin-left: -1px; background: var(--accent); }
+figure { display: inline-block; margin: 8px 16px 8px 0; max-width: 100%; vertical-align: top; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
+figcaption { color: var(--muted); font-size: 12.5px; }
 ul.plain { margin: 4px 0; padding-left: 18px; color: var(--muted); }
-code { font-size: 12.5px; }
+code { font-size: 12.5px; white-space: pre-wrap; word-break: break-all; }
+dl { margin: 0; } dt { font-weight: 600; } dd { margin: 0 0 6px 0; }
+.models span { margin-right: 14px; }
 """
 
 SCRIPT = """
 (function () {
-  var table = document.getElementById('leaderboard');
-  var tbody = table.tBodies[0];
-  var state = { col: -1, dir: 1 };
-  function rankOf(row) { return parseFloat(row.getAttribute('data-rank')); }
-  function valueOf(row, col, type) {
-    var raw = row.cells[col].getAttribute('data-sort');
-    if (raw === null || raw === '') { return null; }
-    return type === 'num' ? parseFloat(raw) : raw.toLowerCase();
-  }
-  function sortBy(th) {
-    var col = th.cellIndex, type = th.getAttribute('data-type');
-    var dir = state.col === col ? -state.dir : 1;
-    state = { col: col, dir: dir };
-    var rows = Array.prototype.slice.call(tbody.rows);
-    rows.sort(function (a, b) {
-      var va = valueOf(a, col, type), vb = valueOf(b, col, type);
-      if (va === null || vb === null) {
-        if (va === vb) { return rankOf(a) - rankOf(b); }
-        return va === null ? 1 : -1;  /* missing values stay last either way */
-      }
-      if (va < vb) { return -dir; }
-      if (va > vb) { return dir; }
-      return rankOf(a) - rankOf(b);
-    });
-    rows.forEach(function (row) { tbody.appendChild(row); });
-    var heads = table.tHead.rows[0].cells;
-    for (var i = 0; i < heads.length; i++) {
-      if (heads[i].hasAttribute('data-type')) { heads[i].setAttribute('aria-sort', 'none'); }
+  Array.prototype.forEach.call(document.querySelectorAll('table.board'), function (table) {
+    var tbody = table.tBodies[0], state = { col: -1, dir: 1 };
+    function rankOf(row) { return parseFloat(row.getAttribute('data-rank')); }
+    function valueOf(row, col, type) {
+      var raw = row.cells[col].getAttribute('data-sort');
+      if (raw === null || raw === '') { return null; }
+      return type === 'num' ? parseFloat(raw) : raw.toLowerCase();
     }
-    th.setAttribute('aria-sort', dir === 1 ? 'ascending' : 'descending');
-  }
-  var heads = table.tHead.rows[0].cells;
-  for (var i = 0; i < heads.length; i++) {
-    (function (th) {
+    function sortBy(th) {
+      var col = th.cellIndex, type = th.getAttribute('data-type');
+      var dir = state.col === col ? -state.dir : 1;
+      state = { col: col, dir: dir };
+      var rows = Array.prototype.slice.call(tbody.rows);
+      rows.sort(function (a, b) {
+        var va = valueOf(a, col, type), vb = valueOf(b, col, type);
+        if (va === null || vb === null) {
+          if (va === vb) { return rankOf(a) - rankOf(b); }
+          return va === null ? 1 : -1;
+        }
+        if (va < vb) { return -dir; }
+        if (va > vb) { return dir; }
+        return rankOf(a) - rankOf(b);
+      });
+      rows.forEach(function (row) { tbody.appendChild(row); });
+      Array.prototype.forEach.call(table.tHead.rows[0].cells, function (h) {
+        if (h.hasAttribute('data-type')) { h.setAttribute('aria-sort', 'none'); }
+      });
+      th.setAttribute('aria-sort', dir === 1 ? 'ascending' : 'descending');
+    }
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
       if (!th.hasAttribute('data-type')) { return; }
       th.addEventListener('click', function () { sortBy(th); });
       th.addEventListener('keydown', function (ev) {
         if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); sortBy(th); }
       });
-    })(heads[i]);
-  }
+    });
+  });
 })();
 """
 
 
-def _table(records: list[dict]) -> str:
+def page(title: str, body: str, script: bool = False) -> str:
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{E(title)}</title><style>{STYLE}</style></head><body>{body}"
+            + (f"<script>{SCRIPT}</script>" if script else "") + "</body></html>\n")
+
+
+def _row(cell: dict, prefix: str) -> str:
+    cells = []
+    for i, (_, _, kind, render) in enumerate(COLUMNS):
+        inner, key = render(cell, prefix)
+        cls = ' class="num"' if kind == "num" and i > 0 and i != 2 else ""
+        sort = "" if key is None else f' data-sort="{E(key)}"'
+        cells.append(f"<td{cls}{sort}>{inner}</td>")
+    return f'<tr data-rank="{_num(cell["rank"])}" data-entry="{E(cell["slug"])}">{"".join(cells)}</tr>'
+
+
+def ranking_table(table: dict, prefix: str = "") -> str:
+    """One density of a board: the ranked rows (sortable), then the null controls as reference rows."""
+    if table["note"]:
+        return f'<p class="note">{E(table["note"])}.</p>'
     head = []
     for i, (name, tip, kind, _) in enumerate(COLUMNS):
-        cls = ' class="num"' if kind == "num" and i > 0 else ""
-        attrs = f' data-type="{kind}" tabindex="0" aria-sort="{"ascending" if i == 0 else "none"}"' if kind else ""
-        head.append(f'<th scope="col" title="{E(tip)}"{cls}{attrs}>{E(name)}</th>')
-    body = []
-    for r in records:
-        cells = []
-        for i, (_, _, kind, cell) in enumerate(COLUMNS):
-            inner, key = cell(r)
-            cls = ' class="num"' if kind == "num" and i > 0 else ""
-            sort = "" if key is None else f' data-sort="{E(key)}"'
-            cells.append(f"<td{cls}{sort}>{inner}</td>")
-        body.append(f'<tr data-rank="{r["rank"]}" data-label="{E(r["label"])}" '
-                    f'title="{E(r["label"])}">{"".join(cells)}</tr>')
-    return (f'<div class="wrap"><table id="leaderboard"><thead><tr>{"".join(head)}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table></div>')
-
-
-def _notes(board: dict) -> str:
-    runs = "".join(f"<li><strong>#{r['rank']} {E(r['label'])}</strong>: {E(', '.join(r['runs']))}</li>"
-                   for r in board["entries"])
-    out = ['<section><h2>How to read it</h2><dl>',
-           "<dt>Flip</dt><dd>Full attention answers correctly and sparse attention at k answers wrongly, on the same "
-           "prompt with the attack's adversarial tokens.</dd>",
-           "<dt>n</dt><dd>Items full attention answers correctly without adversarial tokens; the others are "
-           "skipped.</dd>",
-           "<dt>Flip rate</dt><dd>Flipped / n at the reference k, with a Wilson 95% interval (the bar shows it on "
-           "0–1). Lower is more robust: fewer answers flipped by the same attack budget.</dd>",
-           "<dt>Natural</dt><dd>The flip rate without adversarial tokens.</dd>",
-           "<dt>Attack success</dt><dd>Share of items where the attack found a flip at its own k (k_attack).</dd>",
-           "<dt>Median steps</dt><dd>Candidates (random) or optimisation steps (gcg) until the first flip, over "
-           "successful items.</dd></dl></section>",
-           f"<section><h2>Runs per entry</h2><ul class=\"plain\">{runs}</ul></section>"]
-    if board["skipped"] or board["warnings"]:
-        items = [f"<li>skipped {E(s['run'])}: {E(s['reason'])}</li>" for s in board["skipped"]]
-        items += [f"<li>{E(w)}</li>" for w in board["warnings"]]
-        out.append(f'<section><h2>Warnings</h2><ul class="plain">{"".join(items)}</ul></section>')
+        cls = ' class="num"' if kind == "num" and i > 0 and i != 2 else ""
+        head.append(f'<th scope="col" title="{E(tip)}"{cls} data-type="{kind}" tabindex="0" '
+                    f'aria-sort="{"ascending" if i == 0 else "none"}">{E(name)}</th>')
+    body = "".join(_row(c, prefix) for c in table["ranked"])
+    refs = [c for c in table["references"] if c["comparable"]]
+    out = [f'<table class="board" data-density="{table["density"]}"><thead><tr>{"".join(head)}</tr></thead>'
+           f"<tbody>{body}</tbody>"]
+    if refs:
+        out.append(f'<tbody class="refs"><tr class="caption"><td colspan="{len(COLUMNS)}">Null controls '
+                   "(reference rows, not ranked)</td></tr>" + "".join(_row(c, prefix) for c in refs) + "</tbody>")
+    out.append("</table>")
+    off = [c for c in table["not_comparable"] + table["references"] if not c["comparable"]]
+    if off:
+        parts = [f'<a href="{prefix}entries/{E(c["slug"])}.html">{E(c["model"])} · {E(c["method"])}</a> ('
+                 + ("no recorded density" if c["density"] is None else f"reaches {c['density']:.3f}") + ")"
+                 for c in off]
+        out.append(f'<p class="note">Not comparable at density {table["density"]}: {", ".join(parts)}.</p>')
     return "".join(out)
 
 
-def render(board: dict) -> str:
-    data = json.dumps(board, ensure_ascii=False).replace("</", "<\\/")
-    n_runs = sum(len(r["runs"]) for r in board["entries"])
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>{E(board['title'])}</title><style>{STYLE}</style></head><body>"
-        f"<h1>{E(board['title'])}</h1>"
-        f"<p class=\"lede\">{len(board['entries'])} entries from {n_runs} runs, ranked by flip rate at "
-        f"{E(ref_k_phrase(board))}: lower is more robust. Click a column header to sort; click again to reverse. "
-        f"Built {E(board['generated'])}.</p>"
-        f"{_table(board['entries'])}{_notes(board)}"
-        f"<script type=\"application/json\" id=\"leaderboard-data\">{data}</script>"
-        f"<script>{SCRIPT}</script></body></html>\n"
-    )
+def _models(board: dict) -> str:
+    parts = []
+    for m in board["models"]:
+        if m["accuracy"] is None:
+            parts.append(f"<span>{E(m['model'])}: full-attention accuracy not measured (no rows)</span>")
+            continue
+        text = f"{E(m['model'])}: full attention right on {m['correct']}/{m['n']} = {m['accuracy']:.0%}"
+        if not m["admitted"]:
+            text = f"<strong>skipped</strong> {text} (under the {board['min_accuracy']:.0%} bar)"
+        parts.append(f"<span>{text}</span>")
+    return f'<p class="models">{"".join(parts)}</p>'
+
+
+def _transfer(board: dict) -> str:
+    transfer = board.get("transfer")
+    if not transfer:
+        return ""
+    head = "".join(f"<th>{E(t)}</th>" for t in transfer["targets"])
+    rows = []
+    for s in transfer["sources"]:
+        cells = []
+        for t in transfer["targets"]:
+            c = transfer["cells"].get(s, {}).get(t)
+            cells.append("<td>—</td>" if c is None else
+                         f'<td class="num">{c["flips"]}/{c["n"]} <span class="bounds">[{c["low"]:.2f}, '
+                         f'{c["high"]:.2f}]</span></td>')
+        rows.append(f"<tr><th scope=\"row\">{E(s)}</th>{''.join(cells)}</tr>")
+    image = board["plots"]["transfer"]
+    return (f"<h3>Transfer: attacks found against a source method, scored under each target</h3>"
+            f'<p class="muted">Cell: flips / confident items (full attention right on the clean prompt), cluster '
+            f"95% interval over contexts. From {E(', '.join(transfer['files']))}.</p>"
+            f'<table class="transfer"><thead><tr><th>source \\ target</th>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>'
+            f'<figure><img src="{E(image)}" alt="transfer matrix heatmap"></figure>')
+
+
+def board_title(board: dict) -> str:
+    return f"{board['suite']} · " + ("natural (no attack)" if board["natural"] else f"attack: {board['attack']}")
+
+
+def _board(board: dict, tolerance: float) -> str:
+    out = [f'<section class="board" id="board-{E(board["slug"])}"><h2>{E(board_title(board))}</h2>', _models(board)]
+    if board["settings"]:
+        out.append(f'<p class="muted">Every entry here: {E(board["settings"])}.</p>')
+    for table in board["tables"]:
+        out.append(f"<h3>Density {table['density']} ± {tolerance}</h3>{ranking_table(table)}")
+    curves = "".join(f'<figure><img src="{E(c["path"])}" alt="flip rate against density, {E(c["model"])}">'
+                     f"<figcaption>{E(c['model'])}: flip rate against density, cluster 95% bands</figcaption>"
+                     "</figure>" for c in board["plots"]["curves"])
+    if curves:
+        out.append(f"<h3>Curves</h3>{curves}")
+    out.append(_transfer(board))
+    return "".join(out) + "</section>"
+
+
+def render_index(site: dict) -> str:
+    nav = "".join(f'<li><a href="#board-{E(b["slug"])}">{E(board_title(b))}</a></li>' for b in site["boards"])
+    notes = [f"<li>skipped {E(s['run'])}: {E(s['reason'])}</li>" for s in site["skipped"]]
+    notes += [f"<li>{E(w)}</li>" for w in site["warnings"]]
+    body = (f"<h1>{E(site['title'])}</h1>"
+            f'<p class="lede">At equal compute (density), which sparse method and which model keep their answers, '
+            f"naturally and under attack? One board per suite and attack; in each, entries are ranked by flip rate "
+            f"(lower keeps more answers) at densities {', '.join(map(str, site['densities']))} "
+            f"(± {site['density_tolerance']}). Entries whose cluster intervals overlap share a rank band; null "
+            f"controls are reference rows. {len(site['entries'])} entries from {site['n_runs']} runs, built "
+            f"{E(site['generated'])}.</p><nav><strong>Boards</strong><ul>{nav}</ul></nav>"
+            + "".join(_board(b, site["density_tolerance"]) for b in site["boards"])
+            + (f'<section><h2>Warnings</h2><ul class="plain">{"".join(notes)}</ul></section>' if notes else ""))
+    return page(site["title"], body, script=True)
+
+
+def _interval(record: dict) -> str:
+    return (f"{record['n_flipped']}/{record['n']} = {record['flip_rate']:.3f}, Wilson [{record['ci_low']:.3f}, "
+            f"{record['ci_high']:.3f}], cluster [{record['cluster_low']:.3f}, {record['cluster_high']:.3f}] "
+            f"over {record['clusters']} contexts")
+
+
+def _directions(record: dict) -> str:
+    table = record["direction"]
+    parts = [f"{d['direction']} {d['count']}/{d['n']}" for d in (table.get("yes"), table.get("no")) if d]
+    balanced = table.get("balanced") or {}
+    if balanced.get("rate") is not None:
+        parts.append(f"balanced {balanced['rate']:.3f}")
+    return "; ".join(parts)
+
+
+def _density_rows(entry: dict) -> str:
+    rows = []
+    for d in entry["densities"]:
+        if not d["comparable"]:
+            reached = "no recorded density" if d["achieved"] is None else f"its items reach {d['achieved']:.3f}"
+            rows.append(f"<tr><td>{d['density']}</td><td colspan=\"5\">not comparable ({reached})</td></tr>")
+            continue
+        adv, nat = d["adversarial"], d["natural"]
+        if "cluster_low" not in adv:  # a W&B entry: counts only
+            rows.append(f"<tr><td>{d['density']}</td><td>{fmt.rate(d['achieved'])}</td><td>{d['k_median']}</td>"
+                        f"<td>{adv['n_flipped']}/{adv['n']} Wilson [{adv['ci_low']:.3f}, {adv['ci_high']:.3f}]</td>"
+                        f"<td>—</td><td>{nat['n_flipped']}/{nat['n']}</td></tr>")
+            continue
+        rows.append(f"<tr><td>{d['density']}</td><td>{fmt.rate(d['achieved'])}</td><td>{d['k_median']}</td>"
+                    f"<td>{E(_interval(adv))}<br><span class=\"muted\">strict {E(fmt.proportion(adv['strict']))}; "
+                    f"breakdown {E(fmt.proportion(adv['breakdown']))}</span></td>"
+                    f"<td>{E(_directions(adv))}</td><td>{E(_interval(nat))}</td></tr>")
+    return ("<table><thead><tr><th>density</th><th>achieved</th><th>median k</th><th>flips (attacked prompt)</th>"
+            f"<th>directions</th><th>natural flips</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _sweep(entry: dict) -> str:
+    natural = {e["k"]: e for e in entry["natural_k_sweep"]}
+    rows = "".join(f"<tr><td>{e['k']}</td><td>{fmt.rate(entry['density_per_k'].get(str(e['k'])))}</td>"
+                   f"<td>{e['n_flipped']}/{e['n']} = {e['flip_rate']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]</td>"
+                   f"<td>{natural[e['k']]['flip_rate']:.3f}</td></tr>" for e in entry["k_sweep"])
+    return ("<table><thead><tr><th>k</th><th>mean density</th><th>flip rate (Wilson 95%)</th><th>natural</th>"
+            f"</tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _flip_list(entry: dict) -> str:
+    if not entry["flips"]:
+        return '<p class="muted">No item flipped at the board\'s densities.</p>'
+    items = []
+    for f in entry["flips"]:
+        name = E(f["item_id"]) if f["page"] is None else f'<a href="../{E(f["page"])}">{E(f["item_id"])}</a>'
+        items.append(f"<li>{name} (seed {E(str(f['seed']))}, gold {E(f['answer'])}) at density {f['density']} "
+                     f"(k = {f['k']}): attacked {E(str(f['class']))}, natural {E(str(f['natural_class']))}</li>")
+    return ('<p class="muted">Linked items have a flip page (their rows hold a picture).</p>'
+            f'<ul class="plain flips">{"".join(items)}</ul>')
+
+
+def render_entry(entry: dict, boards: list[dict]) -> str:
+    """entries/<slug>.html."""
+    on = [b for b in boards if entry["slug"] in b["entries"]]
+    links = ", ".join(f'<a href="../index.html#board-{E(b["slug"])}">{E(board_title(b))}</a>' for b in on)
+    draws = entry["draws"]
+    attack = (f"success {entry['n_success']}/{entry['n']} at k = {entry['k_attack']}; median steps to first flip "
+              f"{fmt.steps(entry['median_steps_to_flip'])}")
+    if draws:
+        attack += (f"; per draw ({draws['n']} insertions): sparse-only flip {draws['sparse_only']['rate']:.3f}, "
+                   f"full attention also not right {draws['full_wrong']['rate']:.3f}, both right "
+                   f"{draws['both_right']['rate']:.3f}")
+    margins = entry["margins"]
+    margin = "—" if not margins else (f"min {margins['min']:.3f}, median {margins['median']:.3f}, "
+                                      f"{margins['below_0.2']} of {margins['n']} below 0.2")
+    body = (f'<p><a href="../index.html">← boards</a></p><h1>{E(entry["model"])} · {E(entry["method"])}</h1>'
+            f'<p class="lede">{E(entry["settings"])} · suite {E(str(entry["suite"]))} · attack {E(entry["attack"])} '
+            f"· {E(entry['role'])}. On: {links or 'no board'}.</p><dl>"
+            f"<dt>Items</dt><dd>n = {entry['n']} counted (full attention right) of {entry['n_items']} "
+            f"({entry['n_skipped']} skipped), {entry['contexts']} contexts</dd>"
+            f"<dt>Full attention's margin P(a) - P(ā) on the counted items</dt><dd>{E(margin)}</dd>"
+            f"<dt>Attack</dt><dd>{E(attack)}</dd>"
+            f"<dt>Runs</dt><dd>{'<br>'.join(E(r) for r in entry['runs'])}</dd>"
+            f"<dt>Command (seeds {E(', '.join(map(str, entry['seeds'])))})</dt><dd><code>{E(entry['command'])}</code>"
+            "</dd></dl><h2>At the board's densities</h2>" + _density_rows(entry)
+            + "<h2>Over the k sweep</h2>" + _sweep(entry) + "<h2>Flipped items</h2>" + _flip_list(entry))
+    return page(f"{entry['model']} · {entry['method']} · {entry['suite']} · {entry['attack']}", body)

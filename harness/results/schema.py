@@ -132,12 +132,15 @@ class ResultRow:
     # items every rate counts), the attack's per-draw classes, the null's placement.
     confident: bool | None = None
     draws: dict | None = None
+    # Added in the fourth release, on flipped items only: what the answer position saw
+    # (harness.pictures; docs/results-schema.md "picture").
+    picture: dict | None = None
     timing: dict = field(default_factory=dict)
 
     LEGACY_KEYS = ("item_id", "question", "answer", "status", "skip_reason", "natural", "natural_flipped",
                    "attack", "k_attack", "adv_ids", "adv_text", "steps", "success", "verified", "scores", "flipped")
     OPTIONAL_KEYS = ("natural_outcomes", "outcomes", "answer_blocks", "density", "verified_status", "monotone",
-                     "attribution", "needle", "minimal_k", "density_ks", "confident", "draws")
+                     "attribution", "needle", "minimal_k", "density_ks", "confident", "draws", "picture")
 
     @property
     def attacked(self) -> bool:
