@@ -15,6 +15,18 @@ from sparse import SparseConfig, select_blocks, sparse_attention, validate_selec
 from sparse.geometry import causal_blocks, kept_blocks
 
 
+# (kv_len, q_offset, block_q, block_k, k, left padding of the last row) for the reference tests
+GEOMETRIES = [
+    (61, 21, 4, 3, 3, 5),    # cached prefix, b_q != b_k, T not a multiple of either
+    (64, 0, 4, 4, 4, 6),
+    (45, 9, 8, 4, 2, 6),     # the first query block present is partial
+    (37, 0, 3, 5, 5, 6),
+    (30, 0, 8, 2, 2, 3),     # padding queries inside a query block that searches
+    (70, 0, 4, 4, 7, 6),
+]
+RESERVED = [(0, 0), (1, 2)]  # (sink_blocks, local_blocks)
+
+
 def random_qk(batch, q_heads, kv_heads, kv_len, q_offset=0, dim=8, seed=0, dtype=torch.float64):
     """Random queries (the last kv_len - q_offset positions) and keys, float64 so that a
     reference summing in another order ranks blocks identically."""
@@ -80,6 +92,18 @@ def reference_selection(query, key, cfg, q_offset, padding, choose):
             kept = reserved | chosen
         out[b, h, c, : len(kept)] = torch.tensor(sorted(kept))
     return out
+
+
+def check_against_reference(method, reference, geometry, sink, local):
+    """`method` selects exactly what `reference(query, key, cfg, q_offset, padding)` does on
+    random float64 inputs (GQA: 2 query heads per KV head, left padding), and validly."""
+    kv_len, q_offset, block_q, block_k, k, pad = geometry
+    query, key = random_qk(2, 4, 2, kv_len, q_offset, seed=kv_len + 7 * k + sink)
+    padding = left_padding(2, kv_len, pad)
+    cfg = SparseConfig(method=method, k=k, block_q=block_q, block_k=block_k, sink_blocks=sink, local_blocks=local)
+    got = select_blocks(query, key, cfg, q_offset, padding)
+    assert torch.equal(got, reference(query, key, cfg, q_offset, padding))
+    validate_selection(got, cfg, kv_len, q_offset)
 
 
 def top_by_score(row, n, score):

@@ -5,7 +5,7 @@ import pytest
 import torch
 import method_contract as contract
 
-from sparse import SparseConfig, select_blocks, validate_selection
+from sparse import SparseConfig, select_blocks
 
 
 def criticality(row, j):
@@ -21,24 +21,14 @@ def criticality(row, j):
 
 
 def reference_quest(query, key, cfg, q_offset=0, padding=None):
-    return contract.reference_selection(query, key, cfg, q_offset, padding, lambda row, n: contract.top_by_score(row, n, criticality))
+    return contract.reference_selection(query, key, cfg, q_offset, padding,
+                                        lambda row, n: contract.top_by_score(row, n, criticality))
 
 
-@pytest.mark.parametrize("kv_len,q_offset,block_q,block_k,k,pad", [
-    (61, 21, 4, 3, 3, 5),   # cached prefix, b_q != b_k, T not a multiple of either
-    (50, 0, 4, 4, 4, 6),
-    (45, 8, 8, 4, 2, 6),
-    (37, 0, 3, 5, 5, 6),
-    (30, 0, 8, 2, 2, 3),    # padding queries inside a query block that searches
-])
-@pytest.mark.parametrize("sink,local", [(0, 0), (1, 2)])
-def test_quest_equals_the_plain_loop_reference(kv_len, q_offset, block_q, block_k, k, pad, sink, local):
-    query, key = contract.random_qk(2, 4, 2, kv_len, q_offset, seed=kv_len + k)  # GQA: 2 query heads per KV head
-    padding = contract.left_padding(2, kv_len, pad)  # whole and partial padding blocks, padding queries
-    cfg = SparseConfig(method="quest", k=k, block_q=block_q, block_k=block_k, sink_blocks=sink, local_blocks=local)
-    got = select_blocks(query, key, cfg, q_offset, padding)
-    assert torch.equal(got, reference_quest(query, key, cfg, q_offset, padding))
-    validate_selection(got, cfg, kv_len, q_offset)
+@pytest.mark.parametrize("geometry", contract.GEOMETRIES)
+@pytest.mark.parametrize("sink,local", contract.RESERVED)
+def test_quest_equals_the_plain_loop_reference(geometry, sink, local):
+    contract.check_against_reference("quest", reference_quest, geometry, sink, local)
 
 
 def test_quest_keeps_the_page_of_one_huge_aligned_key_and_ignores_padding_keys():
