@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 import torch
 from transformers import DynamicCache
 
-from sparse import SparseConfig, dropped_attention_mass, sparse_attention, span_kept
+from sparse import SparseConfig, dropped_attention_mass, get_sparse_method, settings_of, sparse_attention, span_kept
 from sparse.geometry import causal_blocks, smallest_agreeing_k
 from tasks import AnswerSets, TaskItem, answer_token_sets, build_prompt
 from tasks.outcomes import FULL, Score, token_class
@@ -85,6 +85,7 @@ class PreparedItem:
     cut: int  # a multiple of block_q
     context_text: str = ""
     slot: str = "question"
+    region_tail: int = 0  # suffix tokens before the question (the context, with slot="context")
 
     def prompt_ids(self, adv_ids) -> list[int]:
         return list(self.prefix_ids) + list(adv_ids) + list(self.suffix_ids)
@@ -150,6 +151,7 @@ class Target:
         if not parts.suffix_ids:
             raise ValueError(f"item {item.id}: the prompt has no question tokens after the adversarial slot")
         cut = (len(parts.prefix_ids) // self.sparse.block_q) * self.sparse.block_q if self.use_cache else 0
+        question = parts if slot == "question" else build_prompt(self.tokenizer, item, context_text, "question")
         return PreparedItem(
             item=item,
             prefix_ids=list(parts.prefix_ids),
@@ -159,13 +161,30 @@ class Target:
             cut=cut,
             context_text=context_text,
             slot=slot,
+            region_tail=len(parts.suffix_ids) - len(question.suffix_ids),
         )
+
+    def compresses_kv(self) -> bool:
+        """Whether `sparse` is a kv-cache method (it compresses a region of the prompt)."""
+        return get_sparse_method(self.sparse.method).is_kv
+
+    def region_length(self, prepared: PreparedItem, n_adv: int) -> int | None:
+        """Prompt tokens a kv-cache method compresses (`sparse.kv_cache`): with `compress=context`
+        everything before the question (template head, context, adversarial slot), with
+        `compress=prompt` every token before the answer position. None for prefill methods."""
+        if not self.compresses_kv():
+            return None
+        before_suffix = len(prepared.prefix_ids) + n_adv
+        if settings_of(self.sparse).compress == "prompt":
+            return before_suffix + len(prepared.suffix_ids) - 1
+        return before_suffix + prepared.region_tail
 
     # -- prefix caches --------------------------------------------------------------------
 
     def _cut(self, prepared: PreparedItem, mode: Mode, whole_prefix: bool) -> int:
         if not whole_prefix:
-            return prepared.cut
+            # kv-cache scorers read the region's queries, which a cached prefix does not return
+            return 0 if not mode.is_full and self.compresses_kv() else prepared.cut
         if not mode.is_full:
             raise ValueError("only full attention may cache the whole prefix; sparse caches end on a block boundary")
         return len(prepared.prefix_ids) if self.use_cache else 0
@@ -207,7 +226,7 @@ class Target:
 
     def answer_logits(self, prepared: PreparedItem, mode, adv_ids: torch.Tensor | None = None,
                       adv_embeds: torch.Tensor | None = None, whole_prefix: bool = False,
-                      observe=None) -> torch.Tensor:
+                      observe_answer=None) -> torch.Tensor:
         """Logits [N, V] at the answer position of N prompts that differ only in the adversarial slot.
 
         Give the slot as ids [N, n_adv] or as input embeddings [N, n_adv, hidden] (GCG's
@@ -215,8 +234,9 @@ class Target:
         constant). `whole_prefix` (full attention only) caches the entire prefix instead
         of stopping at a block boundary: fewer tokens per forward, as GCG's full-attention
         passes want; verdicts use the block-aligned cache so every mode sees the same cut.
-        `observe` (sparse modes only) is handed every sparse layer's inputs
-        (`sparse.SparseController.observe`).
+        `observe_answer` (sparse modes only) is shown what the answer position attends to in
+        every sparse layer (`sparse.SparseController.observe_answer`). A kv-cache method runs
+        its sparse modes on the whole prompt (no prefix cache) with `region_length` as region.
         """
         if (adv_ids is None) == (adv_embeds is None):
             raise ValueError("give exactly one of adv_ids and adv_embeds")
@@ -228,7 +248,7 @@ class Target:
         tail = torch.tensor(prepared.suffix_ids, dtype=torch.long, device=self.device)
         if adv_ids is not None:
             ids = torch.cat([head.expand(n, -1), adv_ids.to(self.device), tail.expand(n, -1)], dim=1)
-            if mode.is_full and prefix and not torch.is_grad_enabled() and observe is None:
+            if mode.is_full and prefix and not torch.is_grad_enabled() and observe_answer is None:
                 # Inference under full attention: attend to one shared copy of the prefix.
                 layers = self._prefix_layers(prefix, mode)
                 positions = torch.arange(cut, cut + ids.shape[1], device=self.device).expand(n, -1)
@@ -243,11 +263,13 @@ class Target:
             inputs = {"inputs_embeds": torch.cat([head_e.expand(n, -1, -1), adv_embeds,
                                                   tail_e.expand(n, -1, -1)], dim=1)}
         cache = self._cache(prefix, mode, n)
-        if observe is not None and mode.is_full:
-            raise ValueError("observe needs a sparse mode: full attention drops nothing")
+        if observe_answer is not None and mode.is_full:
+            raise ValueError("observe_answer needs a sparse mode: full attention drops nothing")
         with self.attention(mode) as ctl:
-            if observe is not None:
-                ctl.observe = observe
+            if observe_answer is not None:
+                ctl.observe_answer = observe_answer
+            if ctl is not None:
+                ctl.region = self.region_length(prepared, (adv_ids if adv_ids is not None else adv_embeds).shape[1])
             out = self.model(**inputs, use_cache=cache is not None, logits_to_keep=1, **{self._cache_kw: cache})
         return out.logits[:, -1]
 
@@ -305,8 +327,9 @@ class Target:
 
         For every sparse layer: the share of dense attention's probability mass at the
         answer position (softmax of that position's q.k over every key, with the q and k
-        of the sparse run) that falls on dropped key blocks, mean and max over heads;
-        with a needle token span, the share of heads keeping every block of the needle.
+        of the sparse run) that falls on the keys it does not see (dropped key blocks, or
+        evicted region tokens), mean and max over heads; with a needle token span, the
+        share of heads seeing every token of the needle.
         Returns {"layers": [...], "<k>": {"dropped_mass": [...], "dropped_mass_max": [...],
         "needle_kept": [...]}} with one value per layer, rounded to 4 decimals."""
         adv = torch.as_tensor([list(adv_ids)], dtype=torch.long).reshape(1, -1)
@@ -314,14 +337,13 @@ class Target:
         for k in ks:
             per_layer: dict[int, tuple] = {}
 
-            def observe(layer, query, key, selection, padding, scaling):
-                row = selection[:, :, -1]
-                mass = dropped_attention_mass(query[:, :, -1], key, row, self.sparse.block_k, scaling, padding)[0]
-                kept = None if needle is None else span_kept(row, needle[0], needle[1], self.sparse.block_k)[0]
+            def observe(layer, query_row, key, visible, padding, scaling):
+                mass = dropped_attention_mass(query_row, key, visible, scaling, padding)[0]
+                kept = None if needle is None else span_kept(visible, needle[0], needle[1])[0]
                 per_layer[layer] = (mass.mean().item(), mass.max().item(),
                                     None if kept is None else kept.float().mean().item())
 
-            self.answer_logits(prepared, int(k), adv_ids=adv, observe=observe)
+            self.answer_logits(prepared, int(k), adv_ids=adv, observe_answer=observe)
             layers = sorted(per_layer)
             out["layers"] = layers
             out[str(k)] = {"dropped_mass": [round(per_layer[i][0], 4) for i in layers],

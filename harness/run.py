@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from attacks import FULL, Target, get_attack
 from sparse import SparseConfig, make_settings
-from sparse.geometry import answer_geometry, causal_blocks, k_for_density
+from sparse.geometry import answer_geometry, k_for_density
 from tasks import SuiteError, build_context, load_suite, needle_token_span, needs_tokenizer
 from tasks.needle import DEFAULT_DEPTHS
 from tasks.outcomes import classify, confident, draw_class
@@ -106,8 +106,9 @@ def item_context(cfg: RunConfig, tokenizer, item) -> str:
 def densities_to_ks(target: Target, prepared, n_adv: int, densities) -> dict[str, int]:
     """{str(density): the k giving that density at the answer position} for `prepared` with
     `n_adv` adversarial tokens, under `target.sparse`'s method."""
-    n_blocks = causal_blocks(len(prepared.prompt_ids([0] * n_adv)), target.sparse.block_k)
-    return {str(d): k_for_density(target.sparse, d, n_blocks) for d in densities}
+    prompt_len = len(prepared.prompt_ids([0] * n_adv))
+    region = target.region_length(prepared, n_adv)
+    return {str(d): k_for_density(target.sparse, d, prompt_len, region) for d in densities}
 
 
 def run_item(target: Target, spec, attack_cfg, item, cfg: RunConfig, progress) -> tuple[ResultRow, list[dict]]:
@@ -154,7 +155,8 @@ def run_item(target: Target, spec, attack_cfg, item, cfg: RunConfig, progress) -
         prepared = placed
     if cfg.minimal_k:
         row.minimal_k = minimal_k_record(target, prepared, row, margin)
-    row.answer_blocks, row.density = answer_geometry(len(prepared.prompt_ids(adv_ids)), target.sparse, ks)
+    row.answer_blocks, row.density = answer_geometry(len(prepared.prompt_ids(adv_ids)), target.sparse, ks,
+                                                     target.region_length(prepared, len(adv_ids)))
     if row.success:
         row.verified_status, row.monotone = verification(row.scores, ks, cfg.k_attack, row.density)
         row.verified = row.verified_status == VERIFIED

@@ -48,23 +48,16 @@ def block_density(selection: torch.Tensor, cfg: SparseConfig, kv_len: int, q_off
     return (selection >= 0).sum(-1).float() / causal
 
 
-def kept_key_mask(kept_blocks: torch.Tensor, block_k: int, kv_len: int) -> torch.Tensor:
-    """Bool [B, H, kv_len]: the keys inside the kept blocks [B, H, width] (-1 = padding)."""
-    kept = torch.zeros(*kept_blocks.shape[:2], -(-kv_len // block_k) + 1, dtype=torch.bool, device=kept_blocks.device)
-    kept.scatter_(-1, torch.where(kept_blocks >= 0, kept_blocks, torch.full_like(kept_blocks, kept.shape[-1] - 1)),
-                  True)
-    return kept[..., :-1].repeat_interleave(block_k, dim=-1)[..., :kv_len]
-
-
 @torch.no_grad()
-def dropped_attention_mass(query_row: torch.Tensor, key: torch.Tensor, kept_blocks: torch.Tensor, block_k: int,
+def dropped_attention_mass(query_row: torch.Tensor, key: torch.Tensor, visible: torch.Tensor,
                            scaling: float | None = None, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Share of dense attention's probability mass that one query puts on dropped key blocks.
+    """Share of dense attention's probability mass that one query puts on the keys it does not see.
 
     query_row [B, Hq, D]: the query vectors of one position (the last key position, so
-    every key is causal); key [B, Hkv, T, D]; kept_blocks [B, Hq, width]: that position's
-    selection row. Returns [B, Hq]: the softmax over all (non-padding) keys, summed over
-    the keys outside the kept blocks. O(T) per head: one row of scores, never T x T.
+    every key is causal); key [B, Hkv, T, D]; visible [B, Hq, T] bool: the keys that
+    position attends to (`SparseController.observe_answer`, either family). Returns
+    [B, Hq]: the softmax over all (non-padding) keys, summed over the invisible keys.
+    O(T) per head: one row of scores, never T x T.
     """
     B, Hq, D = query_row.shape
     group = Hq // key.shape[1]
@@ -74,14 +67,12 @@ def dropped_attention_mass(query_row: torch.Tensor, key: torch.Tensor, kept_bloc
     if key_padding_mask is not None:
         scores = scores.masked_fill(~key_padding_mask.bool()[:, None, :], float("-inf"))
     probs = torch.softmax(scores, dim=-1)
-    dropped = ~kept_key_mask(kept_blocks, block_k, key.shape[2])
-    return (probs * dropped).sum(-1)
+    return (probs * ~visible).sum(-1)
 
 
-def span_kept(kept_blocks: torch.Tensor, start: int, end: int, block_k: int) -> torch.Tensor:
-    """Bool [B, H]: every key block overlapping token positions [start, end) is kept."""
-    needed = torch.arange(start // block_k, (end - 1) // block_k + 1, device=kept_blocks.device)
-    return (kept_blocks[..., None, :] == needed[:, None]).any(-1).all(-1)
+def span_kept(visible: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """Bool [B, H]: every token of positions [start, end) is visible."""
+    return visible[..., start:end].all(-1)
 
 
 @torch.no_grad()

@@ -44,6 +44,12 @@ class SparseConfig:
                 raise ValueError(f"SparseConfig.{name} must be >= {minimum}, got {value}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"SparseConfig.seed must be an integer, got {self.seed!r}")
+        if self.sink_blocks or self.local_blocks:
+            from .registry import METHODS
+
+            if self.method in METHODS and METHODS.get(self.method).is_kv:
+                raise ValueError(f"sparse method {self.method!r} is a kv-cache method: SparseConfig.sink_blocks and "
+                                 "local_blocks (reserved key blocks) do not apply to it; set them to 0")
         if self.settings is not None and not dataclasses.is_dataclass(self.settings):
             raise ValueError(f"SparseConfig.settings must be a method's settings dataclass or None, "
                              f"got {self.settings!r}")

@@ -21,6 +21,8 @@ from .attention import block_sparse_attention, dense_attention
 from .attention_switch import UnsupportedModelError, attention_switch
 from .config import SparseConfig
 from .flex import flex_block_sparse_attention
+from .kv_cache import answer_visibility, compressed_region, kv_attention
+from .layout import kept_key_mask
 from .registry import get_sparse_method
 from .selection import select_blocks
 from .triton_kernel import INSTALL_HINT as TRITON_INSTALL_HINT
@@ -33,15 +35,19 @@ _INFERENCE_KERNELS = {"flex": flex_block_sparse_attention, "triton": triton_bloc
 
 @dataclass
 class SparseController:
-    """Live handle of a `sparse_attention` block.
+    """Live handle of a `sparse_attention` block; installs either method family.
 
-    `cfg` may be replaced between forwards (e.g. to sweep k). Set `record = True` to
-    keep every layer's selection of the next forwards in `selections`
-    ({layer_idx: LongTensor}). Set `observe` to a callable to see every sparse layer's
-    inputs: `observe(layer, query, key, selection, key_padding_mask, scaling)` (flip
-    attribution reads the answer position's attention from it). `kernel="flex"` runs
-    forwards without gradients through FlexAttention (long sequences on CPU),
-    `kernel="triton"` through the Triton kernel (GPUs; on CPU only under
+    `cfg` may be replaced between forwards (e.g. to sweep k). A block-sparse prefill method
+    selects key blocks per query block; a kv-cache method (`sparse.kv_cache`) compresses the
+    prompt's first `region` tokens, which must be set before each forward (Target sets it
+    from the prompt) and needs the whole prompt in one forward (no KV cache). Set `record =
+    True` to keep every sparse layer's choice of the next forwards in `selections`
+    ({layer_idx: LongTensor}: the block selection, or a kv method's kept region tokens
+    [B, Hkv, n]). Set `observe_answer` to a callable to see, for every sparse layer, what the
+    last query attends to: `observe_answer(layer, query_row [B, Hq, D], key [B, Hkv, Tk, D],
+    visible [B, Hq, Tk] bool, key_padding_mask, scaling)` (flip attribution reads it).
+    `kernel="flex"` runs prefill forwards without gradients through FlexAttention (long
+    sequences on CPU), `kernel="triton"` through the Triton kernel (GPUs; on CPU only under
     TRITON_INTERPRET=1, for tests); forwards that need gradients always use the
     differentiable gather kernel.
     """
@@ -49,7 +55,8 @@ class SparseController:
     cfg: SparseConfig
     kernel: str = "gather"
     record: bool = False
-    observe: Callable | None = None
+    observe_answer: Callable | None = None
+    region: int | None = None
     selections: dict = field(default_factory=dict)
 
     def attention(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -59,20 +66,39 @@ class SparseController:
         padding = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
         if attention_mask is not None and padding is None:
             raise UnsupportedModelError("expected a 2D padding mask from flipbench's mask function, got a 4D mask")
-        q_offset = key.shape[2] - query.shape[2]
         if layer < self.cfg.dense_layers:
             out = dense_attention(query, key, value, padding, scaling)
+        elif get_sparse_method(self.cfg.method).is_kv:
+            out = self._compressed(module, layer, query, key, value, padding, scaling)
         else:
-            sel = select_blocks(query, key, self.cfg, q_offset, padding)
-            if self.record:
-                self.selections[layer] = sel
-            if self.observe is not None:
-                self.observe(layer, query, key, sel, padding, scaling)
-            attend = block_sparse_attention
-            if self.kernel in _INFERENCE_KERNELS and not torch.is_grad_enabled():
-                attend = _INFERENCE_KERNELS[self.kernel]
-            out = attend(query, key, value, sel, self.cfg, q_offset, padding, scaling)
+            out = self._block_sparse(layer, query, key, value, padding, scaling)
         return out.transpose(1, 2).contiguous(), None
+
+    def _block_sparse(self, layer, query, key, value, padding, scaling):
+        q_offset = key.shape[2] - query.shape[2]
+        sel = select_blocks(query, key, self.cfg, q_offset, padding)
+        if self.record:
+            self.selections[layer] = sel
+        if self.observe_answer is not None:
+            visible = kept_key_mask(sel[:, :, -1], self.cfg.block_k, key.shape[2])
+            self.observe_answer(layer, query[:, :, -1], key, visible, padding, scaling)
+        attend = block_sparse_attention
+        if self.kernel in _INFERENCE_KERNELS and not torch.is_grad_enabled():
+            attend = _INFERENCE_KERNELS[self.kernel]
+        return attend(query, key, value, sel, self.cfg, q_offset, padding, scaling)
+
+    def _compressed(self, module, layer, query, key, value, padding, scaling):
+        if self.region is None:
+            raise ValueError(f"kv-cache method {self.cfg.method!r} needs the compressed region's length: set "
+                             "SparseController.region before the forward")
+        n_layers = module.config.num_hidden_layers
+        kept = compressed_region(self.cfg, layer, n_layers, query, key, value, self.region, padding, scaling)
+        if self.record:
+            self.selections[layer] = kept
+        if self.observe_answer is not None:
+            visible = answer_visibility(kept, self.region, key.shape[2], query.shape[1])
+            self.observe_answer(layer, query[:, :, -1], key, visible, padding, scaling)
+        return kv_attention(query, key, value, kept, self.region, padding, scaling)
 
 
 def _padding_mask_function(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, attention_mask=None, **kwargs):
@@ -94,6 +120,8 @@ def default_kernel(model) -> str:
 def sparse_attention(model, cfg: SparseConfig, kernel: str | None = None):
     """Run `model` with sparse attention inside the block; yields a `SparseController`.
 
+    Either family: block-sparse prefill methods, or kv-cache methods (set the controller's
+    `region` before each forward).
     `kernel`: "gather" (differentiable, any shape), "flex" (FlexAttention for
     inference on long sequences; needs cached prefixes cut at block_q multiples) or
     "triton" (the Triton kernel for inference, GPUs; needs the triton extra). Default:

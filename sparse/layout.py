@@ -259,6 +259,14 @@ class SelectionContext:
         return sort_selection(top)
 
 
+def kept_key_mask(kept_blocks: torch.Tensor, block_k: int, kv_len: int) -> torch.Tensor:
+    """Bool [B, H, kv_len]: the keys inside the kept blocks [B, H, width] (-1 = padding)."""
+    kept = torch.zeros(*kept_blocks.shape[:2], -(-kv_len // block_k) + 1, dtype=torch.bool, device=kept_blocks.device)
+    kept.scatter_(-1, torch.where(kept_blocks >= 0, kept_blocks, torch.full_like(kept_blocks, kept.shape[-1] - 1)),
+                  True)
+    return kept[..., :-1].repeat_interleave(block_k, dim=-1)[..., :kv_len]
+
+
 def sort_selection(sel: torch.Tensor) -> torch.Tensor:
     """Ascending block indices with the -1 padding moved to the end."""
     big = torch.iinfo(sel.dtype).max

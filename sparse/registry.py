@@ -21,6 +21,14 @@ def every_block(cfg, n_causal):
     return n_causal
 
 
+def same_budget(cfg, n_keep, layer, n_layers, region):
+    """The default kv-cache rule: every sparse layer keeps `n_keep` region tokens."""
+    return n_keep
+
+
+PREFILL, KV_CACHE = "prefill", "kv-cache"  # the two families of docs/design.md
+
+
 @dataclass(frozen=True)
 class SparseMethod:
     """A registered method.
@@ -33,16 +41,26 @@ class SparseMethod:
     row against it. Default: `SparseConfig.kept`; `full` keeps every block.
     `settings` is the method's own settings dataclass (`sparse.settings`), read through
     `settings_of(cfg)`.
+
+    `family` is "prefill" (the above) or "kv-cache" (`sparse.kv_cache`): then `select` is
+    a scorer `score(ctx) -> Float[B, Hkv, R]` over the compressed region's tokens (higher
+    = keep) and `kept(cfg, n_keep, layer, n_layers, region)` the region tokens a layer
+    keeps (default: `n_keep` in every layer).
     """
 
     name: str
     select: Callable[..., torch.Tensor]
     kept: Callable = fixed_k
     settings: type = NoSettings
+    family: str = PREFILL
 
     @property
     def keeps_all(self) -> bool:
         return self.kept is every_block
+
+    @property
+    def is_kv(self) -> bool:
+        return self.family == KV_CACHE
 
 
 # Methods of installed distributions register themselves through this entry point group.
@@ -60,6 +78,18 @@ def register_sparse_method(name: str, *, keeps_all: bool = False, kept: Callable
     def decorator(fn):
         rule = every_block if keeps_all else (kept or fixed_k)
         METHODS.register(name, SparseMethod(name=name, select=fn, kept=rule, settings=settings), overwrite)
+        return fn
+
+    return decorator
+
+
+def register_kv_method(name: str, *, settings: type, kept: Callable | None = None, overwrite: bool = False):
+    """Decorator registering a kv-cache scorer `fn(ctx) -> Float[B, Hkv, R]` (`sparse.kv_cache`)
+    under `name`; `kept(cfg, n_keep, layer, n_layers, region)` for per-layer budgets (PyramidKV)."""
+
+    def decorator(fn):
+        METHODS.register(name, SparseMethod(name=name, select=fn, kept=kept or same_budget, settings=settings,
+                                            family=KV_CACHE), overwrite)
         return fn
 
     return decorator

@@ -9,6 +9,16 @@ from .layout import SelectionContext, reserved_mask
 from .registry import get_sparse_method
 
 
+def prefill_method(name: str):
+    """The registered block-sparse prefill method `name`; a kv-cache method is refused (it keeps
+    tokens per KV head, not key blocks per query block)."""
+    method = get_sparse_method(name)
+    if method.is_kv:
+        raise ValueError(f"sparse method {name!r} is a kv-cache method: it keeps region tokens per KV head "
+                         "(sparse.kv_cache), not key blocks, so it has no block selection")
+    return method
+
+
 @torch.no_grad()
 def select_blocks(query, key, cfg: SparseConfig, q_offset: int = 0, key_padding_mask=None) -> torch.Tensor:
     """Kept key-block indices per query block.
@@ -18,7 +28,7 @@ def select_blocks(query, key, cfg: SparseConfig, q_offset: int = 0, key_padding_
     (n_kblocks for methods that ignore k), ascending, -1 padded where fewer
     causal blocks exist. `key_padding_mask` [B, Tk] is True on real tokens.
     """
-    method = get_sparse_method(cfg.method)
+    method = prefill_method(cfg.method)
     ctx = SelectionContext(query, key, cfg, q_offset, key_padding_mask)
     sel = method.select(ctx)
     width = int(method.kept(cfg, ctx.layout.n_kblocks))
@@ -40,13 +50,12 @@ def validate_selection(selection: torch.Tensor, cfg: SparseConfig, kv_len: int, 
     """
     from .layout import BlockLayout
 
+    method = prefill_method(cfg.method)
     lay = BlockLayout(kv_len=kv_len, q_offset=q_offset, block_q=cfg.block_q, block_k=cfg.block_k)
     diag = lay.diagonal(selection.device)
     if selection.shape[2] != lay.n_qblocks:
         raise ValueError(f"selection has {selection.shape[2]} query blocks, layout has {lay.n_qblocks}")
-    from .registry import get_sparse_method
-
-    expected = diag + 1 if keeps_all else get_sparse_method(cfg.method).kept(cfg, diag + 1)
+    expected = diag + 1 if keeps_all else method.kept(cfg, diag + 1)
     kept = selection >= 0
     n_kept = kept.sum(-1)
     bad = n_kept != expected[None, None, :]

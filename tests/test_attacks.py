@@ -10,6 +10,7 @@ from attacks import FULL, Mode, Score, Target, available_attacks, get_attack
 from attacks.prefix_attention import attend_with_prefix
 from attacks.random_search import RandomSearchConfig, draw_candidates
 from sparse import SparseConfig, dropped_attention_mass, span_kept, sparse_attention
+from sparse.layout import kept_key_mask
 from tasks import TaskItem
 
 
@@ -260,15 +261,16 @@ def test_dropped_attention_mass_equals_a_dense_computation():
     q, key = torch.randn(B, Hq, D, generator=g), torch.randn(B, Hkv, T, D, generator=g)
     patterns = torch.tensor([[0, 3, 9], [2, 9, -1]])
     kept = patterns[torch.arange(Hq) % 2].expand(B, Hq, 3)  # heads 0,2 and 1,3 keep different blocks
-    got = dropped_attention_mass(q, key, kept, bk, scaling=0.5)
+    visible = kept_key_mask(kept, bk, T)
+    got = dropped_attention_mass(q, key, visible, scaling=0.5)
     for b in range(B):
         for h in range(Hq):
             probs = torch.softmax(key[b, h // (Hq // Hkv)] @ q[b, h] * 0.5, -1)
             blocks = {int(x) for x in kept[b, h] if x >= 0}
             want = sum(float(probs[t]) for t in range(T) if t // bk not in blocks)
             assert float(got[b, h]) == pytest.approx(want, abs=1e-6)
-    assert span_kept(kept, 36, 37, bk).tolist() == [[True] * 4] * 2  # block 9 always kept
-    assert span_kept(kept, 0, 13, bk)[0].tolist() == [False] * 4
+    assert span_kept(visible, 36, 37).tolist() == [[True] * 4] * 2  # block 9 always kept
+    assert span_kept(visible, 0, 13)[0].tolist() == [False] * 4
 
 
 def test_attribution_finds_nothing_dropped_when_k_keeps_every_block(pair):

@@ -1,4 +1,19 @@
 """The registered sparse methods, one file each (a family's baselines share one); importing
 this package registers them all."""
 
-from . import baselines, block_mean, hip, quest, stream, stream_density  # noqa: F401
+from . import (  # noqa: F401
+    baselines,
+    block_mean,
+    h2o,
+    hip,
+    knorm,
+    minference,
+    pyramidkv,
+    quest,
+    random_evict,
+    snapkv,
+    stream,
+    stream_density,
+    streamingllm,
+    tova,
+)
