@@ -34,7 +34,8 @@ def _method(side, where: str, name: str) -> str:
 
 
 def read_transfer(path: Path) -> list[dict]:
-    """The lines of one transfer.jsonl as {item_id, source, target, confident, outcome};
+    """The lines of one transfer.jsonl as {item_id, source, target, confident, outcome, cluster}
+    (the writer's `cluster`, when it records one);
     a malformed line is a LeaderboardError naming the file and line."""
     lines = []
     for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -54,13 +55,13 @@ def read_transfer(path: Path) -> list[dict]:
                                    f"got {data.get('outcome')!r}")
         lines.append({"item_id": data["item_id"], "source": _method(data.get("source"), where, "source"),
                       "target": _method(data.get("target"), where, "target"), "confident": data["confident"],
-                      "outcome": data["outcome"]})
+                      "outcome": data["outcome"], "cluster": data.get("cluster")})
     return lines
 
 
 def matrix(lines: list[dict], clusters: dict[str, str]) -> dict:
     """{sources, targets, cells}: cells[source][target] = flips / confident items with its
-    cluster interval (`clusters` maps item id to context; unknown items are their own)."""
+    cluster interval (a line's own cluster, else `clusters` by item id, else the item alone)."""
     sources = sorted({line["source"] for line in lines})
     targets = sorted({line["target"] for line in lines}, key=lambda t: (t != "full", t))
     cells: dict[str, dict] = {}
@@ -71,7 +72,8 @@ def matrix(lines: list[dict], clusters: dict[str, str]) -> dict:
             if not counted:
                 continue
             flags = [line["outcome"] in FLIPS for line in counted]
-            interval = cluster_bootstrap(flags, [clusters.get(line["item_id"], line["item_id"]) for line in counted])
+            interval = cluster_bootstrap(flags, [line["cluster"] or clusters.get(line["item_id"], line["item_id"])
+                                                 for line in counted])
             cells.setdefault(source, {})[target] = {"flips": sum(flags), **interval.to_dict()}
     return {"sources": sources, "targets": targets, "cells": cells}
 
