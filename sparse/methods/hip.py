@@ -20,9 +20,10 @@ Where `hip` differs from `stream` (the seed says STREAM is "greatly inspired by 
   `hip` and strong to `stream`, and at the last level (one-block ranges) `hip` still
   compares blocks by one token each, where `stream` compares exact block scores.
 - **Score.** The largest q.x over the query block's real queries q that may see that one
-  token x (causal; a padding token scores -inf): HiP scores a query against the
-  representative key; the maximum over the block's queries is our reading of its query
-  block (block approximation), which the text does not spell out.
+  token x (causal; a padding token scores -inf; padding queries do not vote, where
+  `stream`'s block score counts them): HiP scores a query against the representative
+  key; the maximum over the block's queries is our reading of its query block (block
+  approximation), which the text does not spell out.
 - **Sink and window defaults.** The HiP text we could read gives no default sizes for the
   sink and the window (we found the abstract and secondary summaries, not the method
   section), so `hip` has no settings of its own and takes the shared
