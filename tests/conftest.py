@@ -1,10 +1,15 @@
 """Shared fixtures. Loading a real model is slow, so integration tests share one load per session."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
+
+TESTS = Path(__file__).resolve().parent
 
 
 def _cuda_available() -> bool:
@@ -49,3 +54,21 @@ def smollm2():
     from harness.models import load_model
 
     return load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local 2-CPU Ray cluster for every Ray test (starting one costs seconds); workers can
+    import the test helpers. The executors reuse it and leave it running."""
+    ray = pytest.importorskip("ray")
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        mp.setenv("PYTHONPATH", os.pathsep.join(p for p in [str(TESTS), str(TESTS.parent),
+                                                             os.environ.get("PYTHONPATH", "")] if p))
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+            shutil.rmtree(temp, ignore_errors=True)

@@ -125,3 +125,15 @@ def test_dry_run_lists_every_cell_command(model_dir, tmp_path, capsys):
     assert board_main([str(board_file(tmp_path, model_dir)), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(METHODS) * 2 and all("python -m harness.run --model" in line for line in lines)
+
+
+def test_ray_executor_writes_the_local_rows(ray_session, model_dir, tmp_path, board_run):
+    """Contexts sharded over two Ray actors (each loading the model once) give the local pass's
+    rows and transfer records, written by the driver alone."""
+    path = board_file(tmp_path, model_dir)
+    assert board_main([str(path), "--executor", "ray", "--workers", "2"]) == 0
+    out = tmp_path / "board"
+    for cell in out.glob("*__*"):
+        assert rows(cell) == rows(board_run / cell.name)
+        if (cell / "transfer.jsonl").exists():
+            assert (cell / "transfer.jsonl").read_text() == (board_run / cell.name / "transfer.jsonl").read_text()

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -236,24 +235,6 @@ def test_a_failed_cell_is_reported_and_does_not_stop_the_others(tmp_path, model_
 
 
 # ---- Ray --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def ray_session():
-    """One local 2-CPU Ray cluster for every Ray test (starting one costs seconds); workers can
-    import the test helpers. The executors reuse it and leave it running."""
-    ray = pytest.importorskip("ray")
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_AUTH_MODE", "disabled")
-        mp.setenv("PYTHONPATH", os.pathsep.join(p for p in [str(TESTS), str(TESTS.parent),
-                                                             os.environ.get("PYTHONPATH", "")] if p))
-        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
-        try:
-            yield ray
-        finally:
-            ray.shutdown()
-            shutil.rmtree(temp, ignore_errors=True)
-
 
 def test_ray_executor_gives_the_local_rows_and_leaderboard(ray_session, local_grid, tmp_path):
     path, local_out = local_grid
