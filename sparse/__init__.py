@@ -1,5 +1,6 @@
 """Sparse attention as a library: block selections (STREAM and baselines), block-sparse
-attention, and a switch that runs a loaded transformers model under them."""
+attention, KV-cache compression (`sparse.kv_cache`), and a switch that runs a loaded
+transformers model under either family."""
 
 from . import methods as _methods  # noqa: F401  (registers every method of sparse/methods)
 from .analysis import density, dropped_attention_mass, layer_selections, minimal_k, span_kept
@@ -14,6 +15,7 @@ from .registry import (
     available_sparse_methods,
     get_sparse_method,
     make_settings,
+    register_kv_method,
     register_sparse_method,
     settings_of,
 )
@@ -38,6 +40,7 @@ __all__ = [
     "settings_of",
     "layer_selections",
     "minimal_k",
+    "register_kv_method",
     "register_sparse_method",
     "select_blocks",
     "sparse_attention",
