@@ -31,6 +31,7 @@ from tasks.outcomes import classify, confident, draw_class
 from harness.cli import command
 from harness.errors import UsageError
 from harness.config import RunConfig, resolve
+from harness.pictures import picture
 from harness.results import (ATTACKED, NO_ATTACK, SKIP_FULL_WRONG, SKIPPED, VERIFIED, ResultRow, outcome_maps,
                       verification)
 from harness.results.store import RunStore
@@ -122,19 +123,18 @@ def run_item(target: Target, spec, attack_cfg, item, cfg: RunConfig, progress) -
     if cfg.density_sweep is not None:
         density_ks = densities_to_ks(target, prepared, getattr(attack_cfg, "n_adv", 0), cfg.density_sweep)
         ks = sorted(set(ks) | set(density_ks.values()))
-    natural = target.sweep(prepared, [], ks)
+    needle = None if item.needle_span is None else needle_token_span(target.tokenizer, item, context)
+    natural, natural_attribution = target.traced_sweep(prepared, [], ks, needle)
     natural_flipped, natural_classes = outcome_maps(natural, margin)
     row = ResultRow(item_id=item.id, question=item.question, answer=item.answer, status=ATTACKED, skip_reason=None,
                     natural=natural, natural_flipped=natural_flipped, attack=cfg.attack,
                     k_attack=cfg.k_attack, natural_outcomes=natural_classes, density_ks=density_ks,
                     confident=confident(natural[FULL], margin))
-    needle = None
-    if item.needle_span is not None:
-        needle = needle_token_span(target.tokenizer, item, context)
+    if needle is not None:
         row.needle = {"depth": item.depth, "group": item.group, "token_span": list(needle)}
     elif item.group is not None:  # an absent-needle question: its context holds no answer
         row.needle = {"depth": None, "group": item.group, "token_span": None, "absent": True}
-    row.attribution = {"natural": target.attribution(prepared, [], ks, needle)}
+    row.attribution = {"natural": natural_attribution}
     trace: list[dict] = []
     adv_ids: list[int] = []
     if not row.confident:
@@ -142,15 +142,17 @@ def run_item(target: Target, spec, attack_cfg, item, cfg: RunConfig, progress) -
     else:
         result = spec.run(target, prepared, attack_cfg, seed, progress=progress)
         placed = result.prepared or prepared  # `far` puts its tokens elsewhere in the prompt
-        scores = target.sweep(placed, result.adv_ids, ks) if result.adv_ids else natural
+        scores = natural
+        if result.adv_ids and result.prepared is None:
+            scores, row.attribution["adversarial"] = target.traced_sweep(prepared, result.adv_ids, ks, needle)
+        elif result.adv_ids:
+            scores = target.sweep(placed, result.adv_ids, ks)
         flipped, classes = outcome_maps(scores, margin)
         adv_ids = result.adv_ids
         row.adv_ids, row.adv_text, row.steps = result.adv_ids, result.adv_text, result.steps
         row.success = cfg.attack != NO_ATTACK and flipped[str(cfg.k_attack)]  # the rule rows are read with
         row.scores, row.flipped, row.outcomes = scores, flipped, classes
         row.draws = draw_counts(result.draws)
-        if result.adv_ids and result.prepared is None:
-            row.attribution["adversarial"] = target.attribution(prepared, result.adv_ids, ks, needle)
         trace = result.trace
         prepared = placed
     if cfg.minimal_k:
@@ -160,6 +162,10 @@ def run_item(target: Target, spec, attack_cfg, item, cfg: RunConfig, progress) -
     if row.success:
         row.verified_status, row.monotone = verification(row.scores, ks, cfg.k_attack, row.density)
         row.verified = row.verified_status == VERIFIED
+    flipped = any((row.flipped or {}).values())
+    if flipped or any(row.natural_flipped.values()):  # the flip page's picture (harness.pictures)
+        row.picture = picture(target, prepared, adv_ids if flipped else [], ks, needle,
+                              "adversarial" if flipped and adv_ids else "natural")
     row.timing = {"seconds": round(time.perf_counter() - start, 3)}
     return row, trace
 
