@@ -7,7 +7,10 @@ is run once per attention mode and its KV cache is reused. The cache is cut at a
 multiple of `block_q`: the query blocks after the cut are then exactly the blocks
 of the uncached pass, so sparse selections are identical with and without the
 cache. Each mode (full attention, or sparse at some k) has its own prefix cache
-because sparse attention changes the prefix's hidden states too.
+because sparse attention changes the prefix's hidden states too; kv-cache methods
+are the exception: the prefix lies in their compressed region, whose prefill is
+dense, so they continue the full-attention prefix (with its per-layer queries,
+which their scorers read).
 
 Prefix caches are owned here, keyed by (prefix ids, mode) in a bounded LRU: items
 that share a context (a needle suite asks several questions about one context)
@@ -33,6 +36,7 @@ from transformers import DynamicCache
 
 from sparse import SparseConfig, dropped_attention_mass, get_sparse_method, settings_of, sparse_attention, span_kept
 from sparse.geometry import causal_blocks, smallest_agreeing_k
+from sparse.kv_cache import dense_attention_with
 from tasks import AnswerSets, TaskItem, answer_token_sets, build_prompt
 from tasks.outcomes import FULL, Score, token_class
 
@@ -119,6 +123,7 @@ class Target:
         self.device = next(model.parameters()).device
         self.max_cached_prefixes = max_cached_prefixes
         self._caches: OrderedDict[tuple, list] = OrderedDict()
+        self._queries: OrderedDict[tuple, list] = OrderedDict()  # full-attention prefix queries, per layer
         self.prefix_forwards = 0  # prefix passes actually run (cache misses)
         self._cache_kw = _cache_argument(model)
         self._vocabularies: dict[bool, torch.Tensor] = {}
@@ -183,8 +188,7 @@ class Target:
 
     def _cut(self, prepared: PreparedItem, mode: Mode, whole_prefix: bool) -> int:
         if not whole_prefix:
-            # kv-cache scorers read the region's queries, which a cached prefix does not return
-            return 0 if not mode.is_full and self.compresses_kv() else prepared.cut
+            return prepared.cut  # kv-cache methods too: they continue the full-attention prefix
         if not mode.is_full:
             raise ValueError("only full attention may cache the whole prefix; sparse caches end on a block boundary")
         return len(prepared.prefix_ids) if self.use_cache else 0
@@ -192,6 +196,32 @@ class Target:
     def clear_prefix_caches(self) -> None:
         """Forget every cached prefix (benchmarks time the first forward again)."""
         self._caches.clear()
+        self._queries.clear()
+
+    def _prefix_source(self, mode: Mode) -> Mode:
+        """The mode whose prefix cache a forward under `mode` continues. A kv-cache method's
+        region holds the whole prefix and its prefill is dense, so the prefix's keys, values
+        and queries are full attention's: every kv method shares the one full prefix."""
+        return Mode(None) if not mode.is_full and self.compresses_kv() else mode
+
+    def _prefix_queries(self, prefix: tuple[int, ...]) -> list:
+        """Per-layer queries [1, Hq, P, D] of `prefix` under full attention, from one forward that
+        also fills the full-attention prefix cache if it is missing."""
+        if prefix in self._queries:
+            self._queries.move_to_end(prefix)
+            return self._queries[prefix]
+        queries: dict[int, torch.Tensor] = {}
+        ids = torch.tensor([prefix], device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        with torch.inference_mode(False), torch.no_grad(), \
+                dense_attention_with(self.model, lambda layer, q, k, v, s: queries.__setitem__(layer, q)):
+            self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
+        self.prefix_forwards += 1
+        self._caches.setdefault((prefix, FULL), [(layer.keys, layer.values) for layer in cache.layers])
+        self._queries[prefix] = [queries[i] for i in sorted(queries)]
+        while len(self._queries) > self.max_cached_prefixes:
+            self._queries.popitem(last=False)
+        return self._queries[prefix]
 
     def _prefix_layers(self, prefix: tuple[int, ...], mode: Mode) -> list:
         """Per-layer (keys, values) of `prefix` under `mode`, computed once. Built outside
@@ -236,7 +266,8 @@ class Target:
         passes want; verdicts use the block-aligned cache so every mode sees the same cut.
         `observe_answer` (sparse modes only) is shown what the answer position attends to in
         every sparse layer (`sparse.SparseController.observe_answer`). A kv-cache method runs
-        its sparse modes on the whole prompt (no prefix cache) with `region_length` as region.
+        its sparse modes with `region_length` as region, after the full-attention prefix and its
+        queries (`_prefix_source`).
         """
         if (adv_ids is None) == (adv_embeds is None):
             raise ValueError("give exactly one of adv_ids and adv_embeds")
@@ -262,7 +293,9 @@ class Target:
                 head_e, tail_e = embed(head), embed(tail)
             inputs = {"inputs_embeds": torch.cat([head_e.expand(n, -1, -1), adv_embeds,
                                                   tail_e.expand(n, -1, -1)], dim=1)}
-        cache = self._cache(prefix, mode, n)
+        source = self._prefix_source(mode)
+        queries = self._prefix_queries(prefix) if prefix and source is not mode else None
+        cache = self._cache(prefix, source, n)
         if observe_answer is not None and mode.is_full:
             raise ValueError("observe_answer needs a sparse mode: full attention drops nothing")
         with self.attention(mode) as ctl:
@@ -270,6 +303,7 @@ class Target:
                 ctl.observe_answer = observe_answer
             if ctl is not None:
                 ctl.region = self.region_length(prepared, (adv_ids if adv_ids is not None else adv_embeds).shape[1])
+                ctl.prefix_queries = queries
             out = self.model(**inputs, use_cache=cache is not None, logits_to_keep=1, **{self._cache_kw: cache})
         return out.logits[:, -1]
 

@@ -40,7 +40,10 @@ class SparseController:
     `cfg` may be replaced between forwards (e.g. to sweep k). A block-sparse prefill method
     selects key blocks per query block; a kv-cache method (`sparse.kv_cache`) compresses the
     prompt's first `region` tokens, which must be set before each forward (Target sets it
-    from the prompt) and needs the whole prompt in one forward (no KV cache). Set `record =
+    from the prompt) and the queries of every prompt token: run the whole prompt in one
+    forward, or set `prefix_queries` (per layer [1, Hq, P, D]) for a cached full-attention
+    prefix of P tokens inside the region (its prefill is dense, so they are full attention's).
+    Set `record =
     True` to keep every sparse layer's choice of the next forwards in `selections`
     ({layer_idx: LongTensor}: the block selection, or a kv method's kept region tokens
     [B, Hkv, n]). Set `observe_answer` to a callable to see, for every sparse layer, what the
@@ -57,6 +60,7 @@ class SparseController:
     record: bool = False
     observe_answer: Callable | None = None
     region: int | None = None
+    prefix_queries: list | None = None
     selections: dict = field(default_factory=dict)
 
     def attention(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -92,13 +96,20 @@ class SparseController:
             raise ValueError(f"kv-cache method {self.cfg.method!r} needs the compressed region's length: set "
                              "SparseController.region before the forward")
         n_layers = module.config.num_hidden_layers
+        q_offset = key.shape[2] - query.shape[2]
+        if q_offset:
+            if self.prefix_queries is None or self.prefix_queries[layer].shape[2] != q_offset:
+                raise ValueError(f"kv-cache method {self.cfg.method!r} scores the region's queries: run the whole "
+                                 f"prompt in one forward, or set prefix_queries for the {q_offset} cached tokens")
+            cached = self.prefix_queries[layer].to(query.dtype)
+            query = torch.cat([cached.expand(query.shape[0], -1, -1, -1), query], dim=2)
         kept = compressed_region(self.cfg, layer, n_layers, query, key, value, self.region, padding, scaling)
         if self.record:
             self.selections[layer] = kept
         if self.observe_answer is not None:
             visible = answer_visibility(kept, self.region, key.shape[2], query.shape[1])
             self.observe_answer(layer, query[:, :, -1], key, visible, padding, scaling)
-        return kv_attention(query, key, value, kept, self.region, padding, scaling)
+        return kv_attention(query, key, value, kept, self.region, padding, scaling)[:, :, q_offset:]
 
 
 def _padding_mask_function(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, attention_mask=None, **kwargs):

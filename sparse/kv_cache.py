@@ -202,15 +202,25 @@ def kept_token_indices(model, input_ids: torch.Tensor, method: str, n_kept: int,
     kept: dict[int, torch.Tensor] = {}
     n_layers = model.config.num_hidden_layers
 
+    def compress(layer, query, key, value, scaling):
+        kept[layer] = compressed_region(cfg, layer, n_layers, query, key, value, T, None, scaling)[0]
+
+    with dense_attention_with(model, compress):
+        model(input_ids=input_ids)
+    return dict(sorted(kept.items()))
+
+
+def dense_attention_with(model, hook):
+    """Context manager running `model` (one unpadded prompt, batch 1) under plain causal
+    attention, calling `hook(layer, query, key, value, scaling)` in every layer first: what a
+    full-attention prefill shows a kv method (the queries a cached prefix does not keep)."""
+
     def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-        kept[module.layer_idx] = compressed_region(cfg, module.layer_idx, n_layers, query, key, value, T,
-                                                   None, scaling)[0]
+        hook(module.layer_idx, query, key, value, scaling)
         return dense_attention(query, key, value, None, scaling).transpose(1, 2).contiguous(), None
 
     def no_mask(*args, **kwargs):
         """One unpadded prompt: attention is causal inside `attention`."""
         return None
 
-    with attention_switch(model, "flipbench_kv_kept", attention, no_mask):
-        model(input_ids=input_ids)
-    return dict(sorted(kept.items()))
+    return attention_switch(model, "flipbench_dense_hook", attention, no_mask)

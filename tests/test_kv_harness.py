@@ -71,6 +71,57 @@ def test_target_scores_equal_an_uncached_forward_over_its_region(compress):
     assert torch.allclose(full, target.model(input_ids=ids).logits[:, -1], atol=1e-4)
 
 
+@pytest.mark.parametrize("method,compress", [("snapkv", "context"), ("h2o", "prompt"), ("tova", "context")])
+def test_the_shared_full_prefix_with_its_queries_equals_uncached_forwards(method, compress):
+    """One full-attention prefix (keys, values and per-layer queries) serves every kv method:
+    logits and GCG's gradients equal whole-prompt forwards without any cache."""
+    cached = target_for(method, compress=compress, window_size=4) if "snap" in method else \
+        target_for(method, compress=compress)
+    uncached = Target(cached.model, cached.tokenizer, cached.sparse, use_cache=False)
+    item = TaskItem(id="q", question="Is fire hot?", answer="yes")
+    adv = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    a, b = cached.prepare(item, CONTEXT), uncached.prepare(item, CONTEXT)
+    for k in (1, 3):
+        assert torch.allclose(cached.answer_logits(a, k, adv_ids=adv), uncached.answer_logits(b, k, adv_ids=adv),
+                              atol=1e-5)
+    embed = cached.model.get_input_embeddings().weight[adv].detach()
+    grads = []
+    for target, prepared in ((cached, a), (uncached, b)):
+        x = embed.clone().requires_grad_(True)
+        target.answer_logits(prepared, 1, adv_embeds=x)[:, 3].sum().backward()
+        grads.append(x.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_one_prefix_forward_serves_full_attention_and_every_kv_method():
+    target = target_for("knorm")
+    item = TaskItem(id="q", question="Is fire hot?", answer="yes")
+    prepared = target.prepare(item, CONTEXT)
+    adv = torch.tensor([[5, 6]])
+    target.answer_logits(prepared, 1, adv_ids=adv)
+    target.answer_logits(prepared, "full", adv_ids=adv)
+    target.sparse = SparseConfig(method="tova", k=2, block_q=4, block_k=4, dense_layers=1)
+    target.answer_logits(prepared, 2, adv_ids=adv)
+    assert target.prefix_forwards == 1
+
+
+def test_controller_refuses_a_cached_prefix_without_its_queries():
+    model = tiny_model("llama")
+    ids = torch.randint(0, 128, (1, 20))
+    from transformers import DynamicCache
+
+    from attacks.target import _cache_argument
+
+    cache = DynamicCache(config=model.config)
+    kw = _cache_argument(model)  # the cache keyword of the installed transformers
+    with torch.no_grad():
+        model(input_ids=ids[:, :12], use_cache=True, **{kw: cache})
+        with sparse_attention(model, SparseConfig(method="knorm", k=1, block_k=4, dense_layers=1)) as ctl:
+            ctl.region = 16
+            with pytest.raises(ValueError, match="set prefix_queries for the 12 cached tokens"):
+                model(input_ids=ids[:, 12:], **{kw: cache})
+
+
 def test_the_context_slot_keeps_the_context_in_the_region():
     """With the adversarial slot before the context (the `far` null) the context is in the suffix,
     still before the question, so it stays in the compressed region."""
