@@ -114,8 +114,9 @@ def visible_keys(kept: torch.Tensor, region: int, kv_len: int) -> torch.Tensor:
 
 
 def check_whole_prompt(query, key, region: int) -> int:
-    """The prompt length T, after checking the forward holds every query (no KV cache: the
-    scorers read the region's queries) and the region 1..T of its tokens."""
+    """The prompt length T, after checking there is a query for every key (the scorers read
+    the region's queries; a cached prefix's come from `SparseController.prefix_queries`) and
+    the region is 1..T tokens."""
     T = key.shape[2]
     if query.shape[2] != T:
         raise ValueError("kv-cache methods score the region's queries: run the whole prompt without a KV cache "
