@@ -77,38 +77,56 @@ def reference_minference(query, key, cfg, q_offset=0, padding=None, settings=Non
 SMALL = {"last_q": 16, "vertical_size": 6, "slash_size": 5, "sink_columns": 2, "recent_diagonals": 3}
 
 
-@pytest.mark.parametrize("kv_len,q_offset,block_q,block_k,k", [
-    (61, 21, 4, 3, 3),   # cached prefix, b_q != b_k, T not a multiple of either
-    (50, 0, 4, 4, 4),
-    (45, 8, 8, 4, 2),
-    (37, 0, 3, 5, 5),
-])
-@pytest.mark.parametrize("sink,local", [(0, 0), (1, 2)])
-@pytest.mark.parametrize("values", [{}, SMALL], ids=["paper", "small"])
-def test_minference_equals_the_plain_loop_reference(kv_len, q_offset, block_q, block_k, k, sink, local, values):
-    query, key = random_qk(2, 4, 2, kv_len, q_offset, seed=kv_len + k)  # GQA: 2 query heads per KV head
+# (kv_len, q_offset, block_q, block_k, k): a cached prefix, b_q != b_k, T not a multiple of either.
+GEOMETRIES = [(61, 21, 4, 3, 3), (50, 0, 4, 4, 4), (45, 8, 8, 4, 2), (37, 0, 3, 5, 5)]
+
+
+def check_equals_reference(method, reference, geometry, sink, local, values):
+    """`method` with settings `values` selects what `reference` does on random GQA inputs
+    (2 query heads per KV head) with left padding, and the selection is valid."""
+    kv_len, q_offset, block_q, block_k, k = geometry
+    query, key = random_qk(2, 4, 2, kv_len, q_offset, seed=kv_len + k)
     padding = left_padding(2, kv_len, 5)
-    settings = make_settings("minference", values)
-    cfg = SparseConfig(method="minference", k=k, block_q=block_q, block_k=block_k, sink_blocks=sink,
+    settings = make_settings(method, values)
+    cfg = SparseConfig(method=method, k=k, block_q=block_q, block_k=block_k, sink_blocks=sink,
                        local_blocks=local, settings=settings)
     got = select_blocks(query, key, cfg, q_offset, padding)
-    assert torch.equal(got, reference_minference(query, key, cfg, q_offset, padding, settings))
+    assert torch.equal(got, reference(query, key, cfg, q_offset, padding, settings))
     validate_selection(got, cfg, kv_len, q_offset)
 
 
-def test_minference_keeps_a_strong_column_in_every_query_block():
-    """Every query looks at key 13 (block 1): every query block that can choose keeps block 1,
-    although the estimate comes from the last 64 queries only."""
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("sink,local", [(0, 0), (1, 2)])
+@pytest.mark.parametrize("values", [{}, SMALL], ids=["paper", "small"])
+def test_minference_equals_the_plain_loop_reference(geometry, sink, local, values):
+    check_equals_reference("minference", reference_minference, geometry, sink, local, values)
+
+
+def planted_column():
+    """(query, key, direction): 128 positions, 2 query heads on 1 KV head, every query close
+    to `direction`, the keys small noise except key 13 (block 1 of 8) along it."""
     g = torch.Generator().manual_seed(0)
     direction = torch.randn(16, generator=g)
     query = direction + 0.3 * torch.randn(1, 2, 128, 16, generator=g)
     key = 0.3 * torch.randn(1, 1, 128, 16, generator=g)
     key[0, 0, 13] = 3 * direction
+    return query, key, direction
+
+
+def assert_keeps_the_column(sel):
+    """Every query block that can choose one block (k = 2, blocks of 8) keeps block 1."""
+    for i in range(2, 16):
+        assert sel[0, :, i].tolist() == [[1, i]] * 2
+
+
+def test_minference_keeps_a_strong_column_in_every_query_block():
+    """Every query looks at key 13: every query block keeps its block, although the
+    estimate comes from the last 64 queries only."""
+    query, key, _ = planted_column()
     cfg = SparseConfig(method="minference", k=2, block_q=8, block_k=8)
     sel = select_blocks(query, key, cfg)
     validate_selection(sel, cfg, 128)
-    for i in range(2, 16):
-        assert sel[0, :, i].tolist() == [[1, i]] * 2
+    assert_keeps_the_column(sel)
 
 
 def test_minference_keeps_a_strong_diagonal():

@@ -4,6 +4,7 @@ this package registers them all."""
 from . import (  # noqa: F401
     baselines,
     block_mean,
+    flexprefill,
     h2o,
     hip,
     knorm,
@@ -16,4 +17,5 @@ from . import (  # noqa: F401
     stream_density,
     streamingllm,
     tova,
+    xattention,
 )
