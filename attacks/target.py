@@ -329,12 +329,15 @@ class Target:
             adv = adv[None]
         scores: list[Score] = []
         for chunk in adv.split(self.batch_size):
-            logits = self.answer_logits(prepared, mode, adv_ids=chunk)
-            p_correct, p_wrong = self.answer_probs(logits, prepared)
-            tokens = logits.argmax(-1).tolist()
-            for pc, pw, tok in zip(p_correct.tolist(), p_wrong.tolist(), tokens):
-                scores.append(Score(pc, pw, self.tokenizer.decode([tok]), token_class(tok, prepared.correct_ids, prepared.wrong_ids)))
+            scores += self.scores_of(prepared, self.answer_logits(prepared, mode, adv_ids=chunk))
         return scores
+
+    def scores_of(self, prepared: PreparedItem, logits: torch.Tensor) -> list[Score]:
+        """A `Score` per row of answer-position logits [N, vocab]."""
+        p_correct, p_wrong = self.answer_probs(logits, prepared)
+        tokens = logits.argmax(-1).tolist()
+        return [Score(pc, pw, self.tokenizer.decode([tok]), token_class(tok, prepared.correct_ids, prepared.wrong_ids))
+                for pc, pw, tok in zip(p_correct.tolist(), p_wrong.tolist(), tokens)]
 
     @torch.no_grad()
     def greedy_tokens(self, prepared: PreparedItem, adv_ids, mode, n_tokens: int = 2) -> list[int]:
@@ -366,7 +369,15 @@ class Target:
         share of heads seeing every token of the needle.
         Returns {"layers": [...], "<k>": {"dropped_mass": [...], "dropped_mass_max": [...],
         "needle_kept": [...]}} with one value per layer, rounded to 4 decimals."""
+        return self.traced_sweep(prepared, adv_ids, ks, needle, full=False)[1]
+
+    @torch.no_grad()
+    def traced_sweep(self, prepared: PreparedItem, adv_ids, ks, needle: tuple[int, int] | None = None,
+                     full: bool = True) -> tuple[dict[str, Score], dict]:
+        """`sweep` and `attribution` of one candidate in one forward per k: the traced
+        forward's logits are the scores (the hook only reads the layers' inputs)."""
         adv = torch.as_tensor([list(adv_ids)], dtype=torch.long).reshape(1, -1)
+        scores: dict[str, Score] = {FULL: self.score(prepared, adv, FULL)[0]} if full else {}
         out: dict = {}
         for k in ks:
             per_layer: dict[int, tuple] = {}
@@ -377,14 +388,15 @@ class Target:
                 per_layer[layer] = (mass.mean().item(), mass.max().item(),
                                     None if kept is None else kept.float().mean().item())
 
-            self.answer_logits(prepared, int(k), adv_ids=adv, observe_answer=observe)
+            logits = self.answer_logits(prepared, int(k), adv_ids=adv, observe_answer=observe)
+            scores[str(k)] = self.scores_of(prepared, logits)[0]
             layers = sorted(per_layer)
             out["layers"] = layers
             out[str(k)] = {"dropped_mass": [round(per_layer[i][0], 4) for i in layers],
                            "dropped_mass_max": [round(per_layer[i][1], 4) for i in layers]}
             if needle is not None:
                 out[str(k)]["needle_kept"] = [round(per_layer[i][2], 4) for i in layers]
-        return out
+        return scores, out
 
     def sweep(self, prepared: PreparedItem, adv_ids, ks) -> dict[str, Score]:
         """{"full": Score, "<k>": Score, ...} for one candidate."""

@@ -282,3 +282,15 @@ def test_attribution_finds_nothing_dropped_when_k_keeps_every_block(pair):
     assert out["layers"] == [1, 2]
     assert out[str(n_blocks)]["dropped_mass"] == [0.0, 0.0] and out[str(n_blocks)]["needle_kept"] == [1.0, 1.0]
     assert all(m > 0 for m in out["1"]["dropped_mass"]) and out["1"]["needle_kept"] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("method", ["stream", "snapkv"])
+def test_traced_sweep_gives_the_sweep_and_the_attribution_in_one_forward_per_k(pair, method):
+    """run_item takes scores and attribution from the same traced forward: both must equal
+    what the separate `sweep` and `attribution` passes give, bit for bit."""
+    model, tok = pair
+    target = Target(model, tok, SparseConfig(method=method, k=2, block_q=4, block_k=4, dense_layers=1))
+    prepared = target.prepare(TaskItem(id="t-4", question="Is fire hot?", answer="yes"), "Water boils. " * 6)
+    scores, attribution = target.traced_sweep(prepared, [5, 6, 7], [1, 3], needle=(4, 9))
+    assert scores == target.sweep(prepared, [5, 6, 7], [1, 3])
+    assert attribution == target.attribution(prepared, [5, 6, 7], [1, 3], needle=(4, 9))

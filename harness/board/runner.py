@@ -8,7 +8,9 @@ cell's own `python -m harness.run` command, which `board-cells.json` records), s
   config (`Target._prefix_layers`): the full-attention prefix of a context is computed
   once for every cell, each (method, k) sparse prefix once for the natural and the
   attacked cells of that method;
-- the model load, once per model (and once per Ray actor with `--executor ray`).
+- the model load, once per model (and once per Ray actor with `--executor ray`, which
+  shards contexts over actors; the driver alone writes, in context order, so the
+  directories equal a local pass's).
 Rows are appended as soon as an item is done; a rerun resumes item by item.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,18 +159,8 @@ def write_cells_file(board: BoardSpec, plans: list[CellPlan]) -> None:
 def run_model(board: BoardSpec, model_name: str, executor: str = "local", workers: int = 1,
               ray_address: str | None = None) -> list[CellPlan]:
     """Every cell of one model, in one pass over the suite's contexts."""
-    from harness.models import load_model
-    from harness.run import _items, _target
-
-    cells = [c for c in board.cells() if c.model == model_name]
     print(f"loading model {model_name} ...", file=sys.stderr)
-    model, tokenizer = load_model(model_name)
-    from harness.config import resolve
-
-    first = resolve(list(cells[0].argv) + ["--k-attack", "1"])
-    items = _items(first, tokenizer)
-    target = _target(first, model, tokenizer)
-    plans = plan_cells(board, cells, target, items)
+    target, items, plans = load_cells(board, model_name)
     open_stores(plans, model_name, target)
     write_cells_file(board, plans)
     contexts = contexts_of(items)
@@ -176,13 +169,24 @@ def run_model(board: BoardSpec, model_name: str, executor: str = "local", worker
     done_items = sum(len(p.rows) for p in plans)
     print(f"board {board.out}: {len(plans)} cells x {len(items)} items, {done_items} rows already done, "
           f"{len(todo)} of {len(contexts)} contexts to score", file=sys.stderr)
-    if executor == "ray":
-        from harness.board.ray_executor import ray_contexts
+    with ExitStack() as stack:
+        if executor == "ray":  # contexts sharded over actors; this process alone writes, in order
+            from harness.workers import RayItemPool
 
-        results = ray_contexts(board, model_name, todo, workers, ray_address)
-    else:
-        results = (score_context(target, plans, work) for _, work in todo)
-    for out in tqdm(results, total=len(todo), desc=f"contexts ({model_name})", unit="context"):
+            pool = stack.enter_context(RayItemPool((board, model_name), workers, address=ray_address,
+                                                   factory=make_board_worker))
+            results = pool.imap([work for _, work in todo])
+        else:
+            results = (score_context(target, plans, work) for _, work in todo)
+        write_results(plans, tqdm(results, total=len(todo), desc=f"contexts ({model_name})", unit="context"))
+    for plan in plans:  # a cell with nothing new still gets a summary of today's code
+        plan.store.write_summary(plan.rows, plan.cfg.k_attack, plan.cfg.k_sweep, plan.cfg.density_sweep)
+    return plans
+
+
+def write_results(plans: list[CellPlan], results) -> None:
+    """Append each context's rows and transfer records as they arrive; summaries per context."""
+    for out in results:
         touched = set()
         for index, row, records in out:
             plan = plans[index]
@@ -195,9 +199,27 @@ def run_model(board: BoardSpec, model_name: str, executor: str = "local", worker
         for index in touched:
             plan = plans[index]
             plan.store.write_summary(plan.rows, plan.cfg.k_attack, plan.cfg.k_sweep, plan.cfg.density_sweep)
-    for plan in plans:  # a cell with nothing new still gets a summary of today's code
-        plan.store.write_summary(plan.rows, plan.cfg.k_attack, plan.cfg.k_sweep, plan.cfg.density_sweep)
-    return plans
+
+
+def load_cells(board: BoardSpec, model_name: str):
+    """(Target, items, plans) of one model's cells: the model loaded once, the suite built."""
+    from harness.config import resolve
+    from harness.models import load_model
+    from harness.run import _items, _target
+
+    cells = [c for c in board.cells() if c.model == model_name]
+    model, tokenizer = load_model(model_name)
+    first = resolve(list(cells[0].argv) + ["--k-attack", "1"])
+    items = _items(first, tokenizer)
+    target = _target(first, model, tokenizer)
+    return target, items, plan_cells(board, cells, target, items)
+
+
+def make_board_worker(job):
+    """(board, model name) -> work(context work), in a Ray actor's process: loads the model
+    once and resolves the same cells as the driver (`plan_cells` is deterministic)."""
+    target, _, plans = load_cells(*job)
+    return lambda context_work: score_context(target, plans, context_work)
 
 
 def log_to_wandb(plans: list[CellPlan]) -> None:
