@@ -127,6 +127,7 @@ class Target:
         self.prefix_forwards = 0  # prefix passes actually run (cache misses)
         self._cache_kw = _cache_argument(model)
         self._vocabularies: dict[bool, torch.Tensor] = {}
+        self._full_scores: OrderedDict[tuple, Score] = OrderedDict()  # see full_score
 
     def vocabulary(self, ascii_only: bool = False) -> torch.Tensor:
         """The ids attacks may draw (`attacks.vocab.attack_vocabulary`), computed once."""
@@ -377,7 +378,7 @@ class Target:
         """`sweep` and `attribution` of one candidate in one forward per k: the traced
         forward's logits are the scores (the hook only reads the layers' inputs)."""
         adv = torch.as_tensor([list(adv_ids)], dtype=torch.long).reshape(1, -1)
-        scores: dict[str, Score] = {FULL: self.score(prepared, adv, FULL)[0]} if full else {}
+        scores: dict[str, Score] = {FULL: self.full_score(prepared, adv_ids)} if full else {}
         out: dict = {}
         for k in ks:
             per_layer: dict[int, tuple] = {}
@@ -398,10 +399,23 @@ class Target:
                 out[str(k)]["needle_kept"] = [round(per_layer[i][2], 4) for i in layers]
         return scores, out
 
+    @torch.no_grad()
+    def full_score(self, prepared: PreparedItem, adv_ids) -> Score:
+        """Full attention's score of one prompt, remembered (bounded LRU) by its token ids:
+        full attention does not depend on `sparse`, so a board's cells (every method scoring
+        the same item) share it."""
+        key = (tuple(prepared.prompt_ids(adv_ids)), prepared.cut, tuple(prepared.correct_ids), tuple(prepared.wrong_ids))
+        if key not in self._full_scores:
+            self._full_scores[key] = self.score(prepared, [list(adv_ids)], FULL)[0]
+            while len(self._full_scores) > 64:
+                self._full_scores.popitem(last=False)
+        self._full_scores.move_to_end(key)
+        return self._full_scores[key]
+
     def sweep(self, prepared: PreparedItem, adv_ids, ks) -> dict[str, Score]:
         """{"full": Score, "<k>": Score, ...} for one candidate."""
         adv = torch.as_tensor([list(adv_ids)], dtype=torch.long).reshape(1, -1)
-        out = {FULL: self.score(prepared, adv, FULL)[0]}
+        out = {FULL: self.full_score(prepared, adv_ids)}
         for k in ks:
             out[str(k)] = self.score(prepared, adv, int(k))[0]
         return out

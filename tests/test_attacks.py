@@ -294,3 +294,19 @@ def test_traced_sweep_gives_the_sweep_and_the_attribution_in_one_forward_per_k(p
     scores, attribution = target.traced_sweep(prepared, [5, 6, 7], [1, 3], needle=(4, 9))
     assert scores == target.sweep(prepared, [5, 6, 7], [1, 3])
     assert attribution == target.attribution(prepared, [5, 6, 7], [1, 3], needle=(4, 9))
+
+
+def test_full_attention_score_is_shared_by_every_method_of_one_target(pair, monkeypatch):
+    """A board swaps `target.sparse` between methods: full attention's score of a prompt is
+    computed once, and equals a fresh computation."""
+    model, tok = pair
+    target = Target(model, tok, SparseConfig(method="stream", k=2, block_q=4, block_k=4, dense_layers=1))
+    prepared = target.prepare(TaskItem(id="t-5", question="Is fire hot?", answer="yes"), "Water boils. " * 6)
+    calls = []
+    real = target.answer_logits
+    monkeypatch.setattr(target, "answer_logits", lambda p, mode, **kw: calls.append(Mode.of(mode).key) or real(p, mode, **kw))
+    first = target.sweep(prepared, [5, 6], [2])
+    target.sparse = target.sparse.replace(method="oracle")
+    second = target.sweep(prepared, [5, 6], [2])
+    assert calls.count(FULL) == 1 and calls.count("2") == 2
+    assert first[FULL] == second[FULL] == Target(model, tok, target.sparse).score(prepared, [[5, 6]], FULL)[0]
