@@ -85,13 +85,13 @@ def transfer_targets(plans: list[CellPlan]) -> list[tuple[str, object]]:
     return list(seen.items())
 
 
-def score_context(target, plans: list[CellPlan], work: list[tuple[int, object, object]]) -> list:
-    """(plan index, new row or None, transfer records) for one context's `work`: (plan index,
-    item, the item's row when it is already written and only its transfer records are missing)."""
+def score_context(target, plans: list[CellPlan], work: list[tuple[int, object, object]]):
+    """Yield (plan index, new row or None, transfer records) for each of one context's `work`:
+    (plan index, item, the item's row when it is already written and only its transfer
+    records are missing)."""
     from harness.run import item_context, run_item
 
     targets = transfer_targets(plans)
-    out = []
     for index, item, written in work:
         plan = plans[index]
         target.sparse = plan.sparse
@@ -103,8 +103,7 @@ def score_context(target, plans: list[CellPlan], work: list[tuple[int, object, o
         if plan.transfers:
             prepared = target.prepare(item, item_context(plan.cfg, target.tokenizer, item))
             records = transfer_records(target, prepared, row, plan.cfg, plan.attack_density, targets)
-        out.append((index, None if written is not None else row, records))
-    return out
+        yield index, None if written is not None else row, records
 
 
 def context_work(plans: list[CellPlan], context: list) -> list[tuple[int, object, object]]:
@@ -169,36 +168,28 @@ def run_model(board: BoardSpec, model_name: str, executor: str = "local", worker
     done_items = sum(len(p.rows) for p in plans)
     print(f"board {board.out}: {len(plans)} cells x {len(items)} items, {done_items} rows already done, "
           f"{len(todo)} of {len(contexts)} contexts to score", file=sys.stderr)
-    with ExitStack() as stack:
+    bar = tqdm(total=sum(len(work) for _, work in todo), desc=f"cell items ({model_name})", unit="item")
+    with ExitStack() as stack, bar:
         if executor == "ray":  # contexts sharded over actors; this process alone writes, in order
             from harness.workers import RayItemPool
 
             pool = stack.enter_context(RayItemPool((board, model_name), workers, address=ray_address,
                                                    factory=make_board_worker))
-            results = pool.imap([work for _, work in todo])
-        else:
-            results = (score_context(target, plans, work) for _, work in todo)
-        write_results(plans, tqdm(results, total=len(todo), desc=f"contexts ({model_name})", unit="context"))
-    for plan in plans:  # a cell with nothing new still gets a summary of today's code
-        plan.store.write_summary(plan.rows, plan.cfg.k_attack, plan.cfg.k_sweep, plan.cfg.density_sweep)
-    return plans
-
-
-def write_results(plans: list[CellPlan], results) -> None:
-    """Append each context's rows and transfer records as they arrive; summaries per context."""
-    for out in results:
-        touched = set()
-        for index, row, records in out:
+            results = (entry for entries in pool.imap([work for _, work in todo]) for entry in entries)
+        else:  # written item by item: an interrupted pass loses at most the item in progress
+            results = (entry for _, work in todo for entry in score_context(target, plans, work))
+        for index, row, records in results:
             plan = plans[index]
             if row is not None:
                 plan.store.append(row)
                 plan.rows.append(row)
-                touched.add(index)
-            if records and plan.transfer is not None:
+                plan.store.write_summary(plan.rows, plan.cfg.k_attack, plan.cfg.k_sweep, plan.cfg.density_sweep)
+            if records:
                 plan.transfer.append(records)
-        for index in touched:
-            plan = plans[index]
-            plan.store.write_summary(plan.rows, plan.cfg.k_attack, plan.cfg.k_sweep, plan.cfg.density_sweep)
+            bar.update()
+    for plan in plans:  # a cell with nothing new still gets a summary of today's code
+        plan.store.write_summary(plan.rows, plan.cfg.k_attack, plan.cfg.k_sweep, plan.cfg.density_sweep)
+    return plans
 
 
 def load_cells(board: BoardSpec, model_name: str):
@@ -219,7 +210,7 @@ def make_board_worker(job):
     """(board, model name) -> work(context work), in a Ray actor's process: loads the model
     once and resolves the same cells as the driver (`plan_cells` is deterministic)."""
     target, _, plans = load_cells(*job)
-    return lambda context_work: score_context(target, plans, context_work)
+    return lambda context_work: list(score_context(target, plans, context_work))
 
 
 def log_to_wandb(plans: list[CellPlan]) -> None:
