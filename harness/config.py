@@ -374,6 +374,11 @@ def validate(cfg: RunConfig) -> None:
         make_settings(cfg.method, cfg.method_options)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    from sparse import get_sparse_method
+
+    if get_sparse_method(cfg.method).is_kv and (cfg.sink_blocks or cfg.local_blocks):
+        raise UsageError(f"--sink-blocks and --local-blocks apply to block-sparse methods; {cfg.method!r} is a "
+                         "kv-cache method (its own settings keep sink or recent tokens)")
     from tasks import available_contexts
 
     if cfg.context not in available_contexts():

@@ -233,8 +233,9 @@ def format_table(summary: dict) -> str:
         lines.append(f"minimal k (the seed paper's binary search, next 2 tokens): median {searched['median_clean']} "
                      f"clean, {searched['median_adversarial']} adversarial; flips at the clean prompt's k: "
                      f"{flips['count']}/{flips['n']} [{flips['ci_low']:.3f}, {flips['ci_high']:.3f}]")
-    lines.append("density: kept / causal key blocks at the answer position (mean over items); cluster intervals "
-                 "resample contexts; a flip is a strict flip or a breakdown (docs/results-schema.md)")
+    lines.append("density: what the answer position keeps of what it could see (key blocks for block-sparse "
+                 "methods, keys for kv-cache methods; mean over items); cluster intervals resample contexts; a flip "
+                 "is a strict flip or a breakdown (docs/results-schema.md)")
     return "\n".join(lines)
 
 

@@ -142,6 +142,7 @@ def test_cli_writes_json_and_plots(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("extra,message", [
     (["--methods", "nope"], "unknown sparse method 'nope'"),
+    (["--methods", "snapkv"], "snapkv is a kv-cache method: fidelity measures block-sparse prefill"),
     (["--k", "0"], "every --k must be >= 1"),
     (["--tokens", "8"], "--tokens (8) is too small"),
     (["--density", "2"], "(0, 1]"),

@@ -161,11 +161,14 @@ def test_harness_runs_snapkv_query_aware_with_a_density_sweep(model_dir, suite_f
         assert r["attribution"]["natural"]["layers"] == [1, 2]
 
 
-@pytest.mark.parametrize("opt,message", [("window_size=0", "sparse method 'snapkv': window_size must be an integer >= 1"),
-                                         ("compress=maybe", "sparse method 'snapkv': compress must be one of context, prompt")])
-def test_bad_kv_settings_exit_2_with_one_line(model_dir, suite_file, tmp_path, opt, message):
+@pytest.mark.parametrize("extra,message", [
+    (["--method-opt", "window_size=0"], "sparse method 'snapkv': window_size must be an integer >= 1"),
+    (["--method-opt", "compress=maybe"], "sparse method 'snapkv': compress must be one of context, prompt"),
+    (["--sink-blocks", "1"], "--sink-blocks and --local-blocks apply to block-sparse methods; 'snapkv' is a kv-cache"),
+])
+def test_bad_kv_settings_exit_2_with_one_line(model_dir, suite_file, tmp_path, extra, message):
     done = subprocess.run([sys.executable, "-m", "harness.run", *args(model_dir, suite_file, tmp_path / "x"),
-                           "--method", "snapkv", "--method-opt", opt], capture_output=True, text=True, cwd=ROOT,
+                           "--method", "snapkv", *extra], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "WANDB_MODE": "offline"})
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()

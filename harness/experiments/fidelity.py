@@ -348,6 +348,10 @@ def validate(args) -> None:
     unknown = [m for m in args.methods if m not in known]
     if unknown:
         raise UsageError(unknown_name_message("sparse method", unknown[0], known))
+    compressing = [m for m in args.methods if get_sparse_method(m).is_kv]
+    if compressing:  # every position is a query here: there is no region before a question
+        raise UsageError(f"{compressing[0]} is a kv-cache method: fidelity measures block-sparse prefill over "
+                         "whole texts; measure kv-cache methods with python -m harness.run")
     if not args.methods or not args.k:
         raise UsageError("--methods and --k need at least one value each")
     if any(k < 1 for k in args.k):
