@@ -374,23 +374,29 @@ class Target:
 
     @torch.no_grad()
     def traced_sweep(self, prepared: PreparedItem, adv_ids, ks, needle: tuple[int, int] | None = None,
-                     full: bool = True) -> tuple[dict[str, Score], dict]:
+                     full: bool = True, shares: dict | None = None) -> tuple[dict[str, Score], dict]:
         """`sweep` and `attribution` of one candidate in one forward per k: the traced
-        forward's logits are the scores (the hook only reads the layers' inputs)."""
+        forward's logits are the scores (the hook only reads the layers' inputs). A `shares`
+        dict receives, per k, each prompt token's share of (sparse layer, query head) pairs
+        whose answer-position query sees its key (a flip page's colours, `harness.pictures`)."""
         adv = torch.as_tensor([list(adv_ids)], dtype=torch.long).reshape(1, -1)
         scores: dict[str, Score] = {FULL: self.full_score(prepared, adv_ids)} if full else {}
         out: dict = {}
         for k in ks:
             per_layer: dict[int, tuple] = {}
+            seen: list[torch.Tensor] = []
 
             def observe(layer, query_row, key, visible, padding, scaling):
                 mass = dropped_attention_mass(query_row, key, visible, scaling, padding)[0]
                 kept = None if needle is None else span_kept(visible, needle[0], needle[1])[0]
                 per_layer[layer] = (mass.mean().item(), mass.max().item(),
                                     None if kept is None else kept.float().mean().item())
+                seen.append(visible[0].float().mean(0))
 
             logits = self.answer_logits(prepared, int(k), adv_ids=adv, observe_answer=observe)
             scores[str(k)] = self.scores_of(prepared, logits)[0]
+            if shares is not None:
+                shares[str(k)] = [round(v, 4) for v in torch.stack(seen).mean(0).tolist()]
             layers = sorted(per_layer)
             out["layers"] = layers
             out[str(k)] = {"dropped_mass": [round(per_layer[i][0], 4) for i in layers],

@@ -118,13 +118,14 @@ def run_item(target: Target, spec, attack_cfg, item, cfg: RunConfig, progress) -
     seed = item_seed(cfg.seed, item.id)
     margin = cfg.full_margin
     context = item_context(cfg, target.tokenizer, item)
-    prepared = target.prepare(item, context)
+    prepared = natural_prepared = target.prepare(item, context)
     ks, density_ks = cfg.k_sweep, None
     if cfg.density_sweep is not None:
         density_ks = densities_to_ks(target, prepared, getattr(attack_cfg, "n_adv", 0), cfg.density_sweep)
         ks = sorted(set(ks) | set(density_ks.values()))
     needle = None if item.needle_span is None else needle_token_span(target.tokenizer, item, context)
-    natural, natural_attribution = target.traced_sweep(prepared, [], ks, needle)
+    natural_shares, adversarial_shares = {}, {}
+    natural, natural_attribution = target.traced_sweep(prepared, [], ks, needle, shares=natural_shares)
     natural_flipped, natural_classes = outcome_maps(natural, margin)
     row = ResultRow(item_id=item.id, question=item.question, answer=item.answer, status=ATTACKED, skip_reason=None,
                     natural=natural, natural_flipped=natural_flipped, attack=cfg.attack,
@@ -144,9 +145,10 @@ def run_item(target: Target, spec, attack_cfg, item, cfg: RunConfig, progress) -
         placed = result.prepared or prepared  # `far` puts its tokens elsewhere in the prompt
         scores = natural
         if result.adv_ids and result.prepared is None:
-            scores, row.attribution["adversarial"] = target.traced_sweep(prepared, result.adv_ids, ks, needle)
-        elif result.adv_ids:
-            scores = target.sweep(placed, result.adv_ids, ks)
+            scores, row.attribution["adversarial"] = target.traced_sweep(prepared, result.adv_ids, ks, needle,
+                                                                        shares=adversarial_shares)
+        elif result.adv_ids:  # the needle span moved with the context: no attribution, only the shares
+            scores = target.traced_sweep(placed, result.adv_ids, ks, shares=adversarial_shares)[0]
         flipped, classes = outcome_maps(scores, margin)
         adv_ids = result.adv_ids
         row.adv_ids, row.adv_text, row.steps = result.adv_ids, result.adv_text, result.steps
@@ -163,9 +165,11 @@ def run_item(target: Target, spec, attack_cfg, item, cfg: RunConfig, progress) -
         row.verified_status, row.monotone = verification(row.scores, ks, cfg.k_attack, row.density)
         row.verified = row.verified_status == VERIFIED
     flipped = any((row.flipped or {}).values())
-    if flipped or any(row.natural_flipped.values()):  # the flip page's picture (harness.pictures)
-        row.picture = picture(target, prepared, adv_ids if flipped else [], ks, needle,
-                              "adversarial" if flipped and adv_ids else "natural")
+    if flipped and adv_ids:  # the flip page's picture (harness.pictures): the attacked prompt's
+        row.picture = picture(target, prepared, adv_ids, needle if prepared is natural_prepared else None,
+                              "adversarial", adversarial_shares, cfg.k_attack)
+    elif flipped or any(row.natural_flipped.values()):  # or the clean prompt's
+        row.picture = picture(target, natural_prepared, [], needle, "natural", natural_shares, cfg.k_attack)
     row.timing = {"seconds": round(time.perf_counter() - start, 3)}
     return row, trace
 
