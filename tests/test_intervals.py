@@ -32,10 +32,13 @@ def test_mcnemar_exact_values():
         mcnemar_exact(-1, 0)
 
 
-def test_the_leaderboard_uses_the_same_mcnemar():
-    from leaderboard import paired
+def test_the_leaderboard_uses_the_same_paired_test():
+    """Boards' paired differences (and their exact McNemar p) are the summaries' own."""
+    from leaderboard import boards
 
-    assert paired.mcnemar_exact is mcnemar_exact
+    from harness.results.intervals import holm, paired_difference
+
+    assert boards.paired_difference is paired_difference and boards.holm is holm
 
 
 def test_empty_and_single_cluster_intervals_claim_nothing():
