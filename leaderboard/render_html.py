@@ -80,7 +80,9 @@ th[aria-sort="descending"]::after { content: " ▼"; color: var(--accent); }
 tbody.refs td { background: #fbfaf5; color: #44403c; }
 tbody.refs tr.caption td { font-weight: 600; font-size: 12.5px; background: #f3f1e8; }
 td { font-variant-numeric: tabular-nums; }
-table.board td, table.board th { white-space: nowrap; } table.board td.method { white-space: normal; }
+table.board td, table.board th { white-space: nowrap; }
+table.board td.method, table.board td.wraps { white-space: normal; }  /* long settings and paired tests wrap */
+table.board td.wraps { min-width: 9em; }
 .rate { font-weight: 600; } .bounds, .count { color: var(--muted); }
 .settings { display: block; color: var(--muted); font-size: 11.5px; }
 .ci { display: block; position: relative; height: 5px; margin-top: 3px; background: #eceff3; border-radius: 3px; }
@@ -149,7 +151,8 @@ def _row(cell: dict, prefix: str) -> str:
     cells = []
     for i, (_, _, kind, render) in enumerate(COLUMNS):
         inner, key = render(cell, prefix)
-        cls = ' class="num"' if kind == "num" and i > 0 and i != 2 else ' class="method"' if i == 2 else ""
+        cls = ' class="method"' if i == 2 else ' class="num wraps"' if i >= len(COLUMNS) - 2 else \
+            ' class="num"' if kind == "num" and i > 0 else ""
         sort = "" if key is None else f' data-sort="{E(key)}"'
         cells.append(f"<td{cls}{sort}>{inner}</td>")
     return f'<tr data-rank="{_num(cell["rank"])}" data-entry="{E(cell["slug"])}">{"".join(cells)}</tr>'

@@ -33,7 +33,10 @@ def site_runs(tmp_path):
     stream_rows[0]["picture"] = picture()
     stream_rows[0]["attribution"] = {"adversarial": {"layers": [2, 3], "4": {"dropped_mass": [0.4, 0.7], "needle_kept": [0.5, 0.0]}}}
     stream = make_run(runs, "stream", stream_rows)
-    make_run(runs, "oracle", with_groups(make_rows(12, {2: 3, 4: 1, 8: 0}), 3), method="oracle")
+    # long settings (as minference's five) must wrap, not widen the page past 1280 px
+    make_run(runs, "oracle", with_groups(make_rows(12, {2: 3, 4: 1, 8: 0}), 3), method="oracle",
+             method_options={"last_q": 64, "recent_diagonals": 100, "sink_columns": 30, "slash_size": 6096,
+                             "vertical_size": 1000})
     make_run(runs, "natural", make_rows(12, {2: 2, 4: 1, 8: 0}), attack="none")
     lines = []
     for i in range(12):
