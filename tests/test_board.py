@@ -137,3 +137,11 @@ def test_ray_executor_writes_the_local_rows(ray_session, model_dir, tmp_path, bo
         assert rows(cell) == rows(board_run / cell.name)
         if (cell / "transfer.jsonl").exists():
             assert (cell / "transfer.jsonl").read_text() == (board_run / cell.name / "transfer.jsonl").read_text()
+
+
+def test_a_density_no_k_reaches_is_one_warning_per_cell(model_dir, tmp_path, capsys):
+    """A kv-cache method cannot keep less than the question: density 0.01 is out of reach."""
+    path = board_file(tmp_path, model_dir, methods=["snapkv"], densities=[0.01, 0.5], attacks=["none"])
+    assert board_main([str(path)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "cannot reach" in line]
+    assert len(warnings) == 1 and "__snapkv__none cannot reach density 0.01 (nearest" in warnings[0]

@@ -67,7 +67,9 @@ def plan_cells(board: BoardSpec, cells: list[Cell], target, items: list) -> list
         spec, attack_cfg = _attack(probe)
         first = target.prepare(items[0], item_context(probe, target.tokenizer, items[0]))
         density = board.attack_density(cell.attack)
-        k = densities_to_ks(target, first, getattr(attack_cfg, "n_adv", 0), [density])[str(density)]
+        n_adv = getattr(attack_cfg, "n_adv", 0)
+        k = densities_to_ks(target, first, n_adv, [density])[str(density)]
+        warn_unreachable(cell, target, first, n_adv, board.densities)
         argv = board.argv(cell, k_attack=k)
         cfg = resolve(argv)
         spec, attack_cfg = _attack(cfg)
@@ -75,6 +77,22 @@ def plan_cells(board: BoardSpec, cells: list[Cell], target, items: list) -> list
                               attack_cfg, sparse_config(cfg), attack_density=density,
                               transfers=board.transfer and cell.attacked and cell.attack.name != "far"))
     return plans
+
+
+def warn_unreachable(cell: Cell, target, prepared, n_adv: int, densities, tolerance: float = 0.025) -> None:
+    """One line per board density the cell's method cannot reach on the suite's first item
+    (e.g. a kv-cache method at 0.05, when the question alone is more than 5% of the prompt):
+    its rows record the density they reach, and the board lists the entry as not comparable."""
+    from harness.run import densities_to_ks
+    from sparse.geometry import answer_density
+
+    prompt_len = len(prepared.prompt_ids([0] * n_adv))
+    region = target.region_length(prepared, n_adv)
+    for d, k in densities_to_ks(target, prepared, n_adv, densities).items():
+        reached = answer_density(target.sparse, k, prompt_len, region)
+        if abs(reached - float(d)) > tolerance:
+            print(f"harness.board: warning: cell {cell.out.name} cannot reach density {d} (nearest {reached:.3f} at "
+                  f"k = {k}); its rows record {reached:.3f}", file=sys.stderr)
 
 
 def transfer_targets(plans: list[CellPlan]) -> list[tuple[str, object]]:
