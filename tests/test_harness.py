@@ -448,3 +448,16 @@ def test_report_renders_runs_with_absent_needle_questions():
     assert absent and absent[0]["needle"]["token_span"] is None
     table = render(run)
     assert absent[0]["question"] in table and table.count("\n| ") == 1 + len(read_rows(run))
+
+
+def test_a_second_writer_of_one_run_directory_is_refused_while_the_first_holds_it(tmp_path):
+    from harness.errors import UsageError
+    from harness.results.store import RunStore
+
+    manifest = {"config": {"limit": 2}}
+    first = RunStore(tmp_path / "run")
+    first.open(manifest)
+    with pytest.raises(UsageError, match="being written by another run"):
+        RunStore(tmp_path / "run").open(manifest)
+    del first  # the lock goes with the first writer
+    assert RunStore(tmp_path / "run").open(manifest) == []

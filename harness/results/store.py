@@ -3,7 +3,8 @@
 Rows are flushed and fsynced one item at a time, so an interrupted run loses no
 finished item; a torn last line (killed mid-write) is dropped by `results.read_rows`
 and cut off here before new rows are appended. Resuming requires an equal config,
-so rows of two different experiments never mix.
+so rows of two different experiments never mix, and an exclusive lock on `.lock` keeps
+two processes from appending the same items to one directory.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, a second writer is not detected
+    fcntl = None
 
 from harness.errors import UsageError
 from .schema import ResultRow, RowError, read_rows, with_added_defaults
@@ -26,16 +32,30 @@ class RunStore:
 
     def open(self, manifest: dict) -> list[dict]:
         """Create the run directory, or resume it; returns the rows already done."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
         if self.manifest_path.exists():
             old = self.check_resumable(manifest["config"])
             self._record_wider_limit(old, manifest["config"].get("limit"))
             return self._read_rows()
-        self.dir.mkdir(parents=True, exist_ok=True)
         if self.results_path.exists() and self.results_path.stat().st_size:
             raise UsageError(f"{self.results_path} exists without a manifest; refusing to mix runs")
         _write_json_atomic(self.manifest_path, manifest)
         self.results_path.touch()
         return []
+
+    def _lock(self) -> None:
+        """Hold `<dir>/.lock` for this store's life: a second process resuming the same
+        directory would score and append the same items again."""
+        if fcntl is None:
+            return
+        self._lock_file = open(self.dir / ".lock", "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise UsageError(f"{self.dir} is being written by another run; wait for it to finish or use "
+                             "another --out") from None
 
     def check_resumable(self, config: dict) -> dict | None:
         """Refuse to add rows of a different experiment to an existing run directory;
