@@ -95,6 +95,17 @@ class PreparedItem:
         return list(self.prefix_ids) + list(adv_ids) + list(self.suffix_ids)
 
 
+def _join_selections(prefix: torch.Tensor | None, rest: torch.Tensor) -> torch.Tensor:
+    """A cached prefix's selection rows [1, H, P, Wp] followed by a forward's [N, H, R, W]:
+    [N, H, P + R, max(Wp, W)], -1 padded (a method keeps fewer blocks where fewer exist)."""
+    if prefix is None:
+        return rest
+    width = max(prefix.shape[-1], rest.shape[-1])
+    prefix = torch.nn.functional.pad(prefix, (0, width - prefix.shape[-1]), value=-1)
+    rest = torch.nn.functional.pad(rest, (0, width - rest.shape[-1]), value=-1)
+    return torch.cat([prefix.expand(rest.shape[0], -1, -1, -1), rest], dim=2)
+
+
 def _cache_argument(model) -> str:
     """The keyword the installed transformers expects for a KV cache (`cache` from 5.24,
     `past_key_values` before), so no deprecation warning is triggered on either side."""
@@ -124,6 +135,7 @@ class Target:
         self.max_cached_prefixes = max_cached_prefixes
         self._caches: OrderedDict[tuple, list] = OrderedDict()
         self._queries: OrderedDict[tuple, list] = OrderedDict()  # full-attention prefix queries, per layer
+        self._selections: dict[tuple, dict] = {}  # a sparse prefix's block selections, beside its cache
         self.prefix_forwards = 0  # prefix passes actually run (cache misses)
         self._cache_kw = _cache_argument(model)
         self._vocabularies: dict[bool, torch.Tensor] = {}
@@ -198,6 +210,7 @@ class Target:
         """Forget every cached prefix (benchmarks time the first forward again)."""
         self._caches.clear()
         self._queries.clear()
+        self._selections.clear()
 
     def _prefix_source(self, mode: Mode) -> Mode:
         """The mode whose prefix cache a forward under `mode` continues. A kv-cache method's
@@ -235,13 +248,23 @@ class Target:
             return self._caches[key]
         ids = torch.tensor([prefix], device=self.device)
         cache = DynamicCache(config=self.model.config)
-        with torch.inference_mode(False), torch.no_grad(), self.attention(mode):
+        with torch.inference_mode(False), torch.no_grad(), self.attention(mode) as ctl:
+            if ctl is not None:  # a sparse prefix keeps its block selections (whole-prompt pictures)
+                ctl.record = True
             self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
         self.prefix_forwards += 1
         self._caches[key] = [(layer.keys, layer.values) for layer in cache.layers]
+        if ctl is not None:
+            self._selections[key] = dict(ctl.selections)
         while len(self._caches) > self.max_cached_prefixes:
-            self._caches.popitem(last=False)
+            self._selections.pop(self._caches.popitem(last=False)[0], None)
         return self._caches[key]
+
+    def _prefix_selections(self, prefix: tuple[int, ...], mode: Mode) -> dict:
+        """{layer: LongTensor[1, Hq, n_prefix_qblocks, W]}: the block selections of the sparse
+        prefix forward under `mode` (run now if that prefix is not cached)."""
+        self._prefix_layers(prefix, mode)
+        return self._selections[(prefix, self.config_for(mode))]
 
     def _cache(self, prefix: tuple[int, ...], mode: Mode, batch: int) -> DynamicCache | None:
         """A fresh cache holding `prefix`, repeated `batch` times (None for an empty prefix)."""
@@ -257,7 +280,7 @@ class Target:
 
     def answer_logits(self, prepared: PreparedItem, mode, adv_ids: torch.Tensor | None = None,
                       adv_embeds: torch.Tensor | None = None, whole_prefix: bool = False,
-                      observe_answer=None) -> torch.Tensor:
+                      observe_answer=None, selections: dict | None = None) -> torch.Tensor:
         """Logits [N, V] at the answer position of N prompts that differ only in the adversarial slot.
 
         Give the slot as ids [N, n_adv] or as input embeddings [N, n_adv, hidden] (GCG's
@@ -268,7 +291,13 @@ class Target:
         `observe_answer` (sparse modes only) is shown what the answer position attends to in
         every sparse layer (`sparse.SparseController.observe_answer`). A kv-cache method runs
         its sparse modes with `region_length` as region, after the full-attention prefix and its
-        queries (`_prefix_source`).
+        queries (`_prefix_source`). `selections` (block-sparse modes only) receives every sparse
+        layer's block selection over the whole prompt, {layer: LongTensor[N, Hq, n_qblocks, W]}:
+        the cached prefix's query blocks as its own forward chose them, then this forward's,
+        -1 padded: the blocks that scored the prompt. The cut is block-aligned, so they are one
+        uncached forward's for every method whose choice for a query block reads only that
+        block's queries and the causal keys; not for minference (its estimate reads the
+        forward's last queries) or the seeded nulls (random, drop-one).
         """
         if (adv_ids is None) == (adv_embeds is None):
             raise ValueError("give exactly one of adv_ids and adv_embeds")
@@ -299,13 +328,19 @@ class Target:
         cache = self._cache(prefix, source, n)
         if observe_answer is not None and mode.is_full:
             raise ValueError("observe_answer needs a sparse mode: full attention drops nothing")
+        if selections is not None and (mode.is_full or self.compresses_kv()):
+            raise ValueError("selections needs a block-sparse mode: full attention and kv-cache methods select no blocks")
         with self.attention(mode) as ctl:
             if observe_answer is not None:
                 ctl.observe_answer = observe_answer
             if ctl is not None:
                 ctl.region = self.region_length(prepared, (adv_ids if adv_ids is not None else adv_embeds).shape[1])
                 ctl.prefix_queries = queries
+                ctl.record = selections is not None
             out = self.model(**inputs, use_cache=cache is not None, logits_to_keep=1, **{self._cache_kw: cache})
+        if selections is not None:
+            earlier = self._prefix_selections(prefix, mode) if prefix else {}
+            selections.update({layer: _join_selections(earlier.get(layer), sel) for layer, sel in ctl.selections.items()})
         return out.logits[:, -1]
 
     # -- scoring --------------------------------------------------------------------------
@@ -374,11 +409,14 @@ class Target:
 
     @torch.no_grad()
     def traced_sweep(self, prepared: PreparedItem, adv_ids, ks, needle: tuple[int, int] | None = None,
-                     full: bool = True, shares: dict | None = None) -> tuple[dict[str, Score], dict]:
+                     full: bool = True, shares: dict | None = None,
+                     selections: dict | None = None) -> tuple[dict[str, Score], dict]:
         """`sweep` and `attribution` of one candidate in one forward per k: the traced
         forward's logits are the scores (the hook only reads the layers' inputs). A `shares`
         dict receives, per k, each prompt token's share of (sparse layer, query head) pairs
-        whose answer-position query sees its key (a flip page's colours, `harness.pictures`)."""
+        whose answer-position query sees its key (a flip page's colours, `harness.pictures`);
+        a `selections` dict, per k, the whole prompt's block selections of every sparse layer
+        (`answer_logits`), for block-sparse methods only (the seed's Figure 2 of a flip page)."""
         adv = torch.as_tensor([list(adv_ids)], dtype=torch.long).reshape(1, -1)
         scores: dict[str, Score] = {FULL: self.full_score(prepared, adv_ids)} if full else {}
         out: dict = {}
@@ -393,8 +431,11 @@ class Target:
                                     None if kept is None else kept.float().mean().item())
                 seen.append(visible[0].float().mean(0))
 
-            logits = self.answer_logits(prepared, int(k), adv_ids=adv, observe_answer=observe)
+            chosen = {} if selections is not None and not self.compresses_kv() else None
+            logits = self.answer_logits(prepared, int(k), adv_ids=adv, observe_answer=observe, selections=chosen)
             scores[str(k)] = self.scores_of(prepared, logits)[0]
+            if chosen is not None:
+                selections[str(k)] = chosen
             if shares is not None:
                 shares[str(k)] = [round(v, 4) for v in torch.stack(seen).mean(0).tolist()]
             layers = sorted(per_layer)

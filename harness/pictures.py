@@ -4,7 +4,8 @@ A flip page (`harness.report`) colours each token of the prompt by the share of 
 layer, query head) pairs whose answer-position query keeps that token's key, so a reader
 sees whether sparsity dropped the needle or kept the adversarial tokens. The shares come
 from the controller hook `observe_answer` (sparse/hf.py: `visible` [B, Hq, Tk] is what the
-last query attends to, for block-sparse and kv-cache methods alike), read during the very
+last query attends to, for block-sparse and kv-cache methods alike), and the selection
+heatmap from the block selections those forwards record, both read during the very
 forwards that score the prompt (`attacks.Target.traced_sweep`): no forward of its own.
 Recorded for flipped items only: a picture is as long as the prompt.
 """
@@ -12,36 +13,33 @@ Recorded for flipped items only: a picture is as long as the prompt.
 from __future__ import annotations
 
 
-def selection_matrix(target, prepared, adv_ids, k: int) -> dict | None:
+def selection_matrix(selections: dict, k: int, n_tokens: int, block_q: int, block_k: int) -> dict | None:
     """One head's block selection over the whole prompt at k (the seed paper's Figure 2):
-    head 0 of the middle sparse layer, 0/1 per (query block, key block). One uncached sparse
-    forward (the scoring forwards see only the queries after the cached prefix); None for
-    kv-cache methods, which select tokens of a region, not blocks."""
-    import torch
-
-    from sparse import get_sparse_method, layer_selections
-
-    cfg = target.config_for(int(k))
-    if get_sparse_method(cfg.method).is_kv:
+    head 0 of the middle sparse layer, 0/1 per (query block, key block), from
+    `Target.traced_sweep`'s `selections` of the prompt (None when it has none at k: kv-cache
+    methods select tokens of a region, not blocks)."""
+    chosen = selections.get(str(k))
+    if not chosen:
         return None
-    ids = torch.tensor([prepared.prompt_ids(adv_ids)], device=target.device)
-    selections = layer_selections(target.model, ids, cfg)
-    layer = sorted(selections)[len(selections) // 2]
-    rows = selections[layer][0, 0].tolist()
-    n_kblocks = -(-ids.shape[1] // cfg.block_k)
-    blocks = [[1 if b in set(row) else 0 for b in range(n_kblocks)] for row in rows]
-    return {"k": int(k), "layer": layer, "head": 0, "block_q": cfg.block_q, "block_k": cfg.block_k, "blocks": blocks}
+    layer = sorted(chosen)[len(chosen) // 2]
+    n_kblocks = -(-n_tokens // block_k)
+    blocks = []
+    for row in chosen[layer][0, 0].tolist():
+        kept = set(row)
+        blocks.append([1 if b in kept else 0 for b in range(n_kblocks)])
+    return {"k": int(k), "layer": layer, "head": 0, "block_q": block_q, "block_k": block_k, "blocks": blocks}
 
 
 def picture(target, prepared, adv_ids, needle: tuple[int, int] | None, prompt: str, kept: dict,
-            selection_k: int) -> dict:
+            selection_k: int, selections: dict) -> dict:
     """The row's `picture` (docs/results-schema.md): decoded tokens, needle and adversarial
     spans, `kept`, per k the kept shares at the answer position (`Target.traced_sweep`'s
     `shares`, from the forward that scored the prompt), and one head's selection at
-    `selection_k`."""
+    `selection_k` (from the same forwards' `selections`)."""
     ids = prepared.prompt_ids(adv_ids)
     start = len(prepared.prefix_ids)
+    cfg = target.sparse
     return {"prompt": prompt, "tokens": [target.tokenizer.decode([i]) for i in ids],
             "needle_span": list(needle) if needle else None,
             "adversarial_span": [start, start + len(adv_ids)] if adv_ids else None,
-            "kept": kept, "selection": selection_matrix(target, prepared, adv_ids, selection_k)}
+            "kept": kept, "selection": selection_matrix(selections, selection_k, len(ids), cfg.block_q, cfg.block_k)}
