@@ -26,6 +26,7 @@ transformers cache repeated per candidate.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections import OrderedDict
 from contextlib import nullcontext
@@ -139,7 +140,7 @@ class Target:
         self.prefix_forwards = 0  # prefix passes actually run (cache misses)
         self._cache_kw = _cache_argument(model)
         self._vocabularies: dict[bool, torch.Tensor] = {}
-        self._full_scores: OrderedDict[tuple, Score] = OrderedDict()  # see full_score
+        self._full_scores: OrderedDict[tuple, list[Score]] = OrderedDict()  # see score
 
     def vocabulary(self, ascii_only: bool = False) -> torch.Tensor:
         """The ids attacks may draw (`attacks.vocab.attack_vocabulary`), computed once."""
@@ -207,10 +208,12 @@ class Target:
         return len(prepared.prefix_ids) if self.use_cache else 0
 
     def clear_prefix_caches(self) -> None:
-        """Forget every cached prefix (benchmarks time the first forward again)."""
+        """Forget every cached prefix and remembered full-attention score (benchmarks time the
+        first forward again; a test that edits the weights starts afresh)."""
         self._caches.clear()
         self._queries.clear()
         self._selections.clear()
+        self._full_scores.clear()
 
     def _prefix_source(self, mode: Mode) -> Mode:
         """The mode whose prefix cache a forward under `mode` continues. A kv-cache method's
@@ -365,8 +368,29 @@ class Target:
             adv = adv[None]
         scores: list[Score] = []
         for chunk in adv.split(self.batch_size):
-            scores += self.scores_of(prepared, self.answer_logits(prepared, mode, adv_ids=chunk))
+            if Mode.of(mode).is_full:
+                scores += self._full_batch(prepared, chunk)
+            else:
+                scores += self.scores_of(prepared, self.answer_logits(prepared, mode, adv_ids=chunk))
         return scores
+
+    def _full_batch(self, prepared: PreparedItem, chunk: torch.Tensor) -> list[Score]:
+        """Full attention's scores of one batch of candidates, remembered (bounded LRU) by the
+        batch's prompts: full attention does not depend on `sparse`, so a board's cells share
+        them (every method's natural sweep scores the same prompt; an attack's seeded draws are
+        the same candidates against every method). Keyed by the whole batch, so a remembered
+        score is the one the same batched forward would give, bit for bit. The key is a 128-bit
+        digest of the batch's ids, so long prompts cost no memory here."""
+        digest = hashlib.blake2b(digest_size=16)
+        for row in chunk.tolist():
+            digest.update(repr(prepared.prompt_ids(row)).encode())
+        key = (digest.hexdigest(), len(chunk), prepared.cut, prepared.correct_ids, prepared.wrong_ids)
+        if key not in self._full_scores:
+            self._full_scores[key] = self.scores_of(prepared, self.answer_logits(prepared, FULL, adv_ids=chunk))
+            while len(self._full_scores) > 256:
+                self._full_scores.popitem(last=False)
+        self._full_scores.move_to_end(key)
+        return list(self._full_scores[key])
 
     def scores_of(self, prepared: PreparedItem, logits: torch.Tensor) -> list[Score]:
         """A `Score` per row of answer-position logits [N, vocab]."""
@@ -446,18 +470,9 @@ class Target:
                 out[str(k)]["needle_kept"] = [round(per_layer[i][2], 4) for i in layers]
         return scores, out
 
-    @torch.no_grad()
     def full_score(self, prepared: PreparedItem, adv_ids) -> Score:
-        """Full attention's score of one prompt, remembered (bounded LRU) by its token ids:
-        full attention does not depend on `sparse`, so a board's cells (every method scoring
-        the same item) share it."""
-        key = (tuple(prepared.prompt_ids(adv_ids)), prepared.cut, tuple(prepared.correct_ids), tuple(prepared.wrong_ids))
-        if key not in self._full_scores:
-            self._full_scores[key] = self.score(prepared, [list(adv_ids)], FULL)[0]
-            while len(self._full_scores) > 64:
-                self._full_scores.popitem(last=False)
-        self._full_scores.move_to_end(key)
-        return self._full_scores[key]
+        """Full attention's score of one prompt (remembered like every full batch, `_full_batch`)."""
+        return self.score(prepared, [list(adv_ids)], FULL)[0]
 
     def sweep(self, prepared: PreparedItem, adv_ids, ks) -> dict[str, Score]:
         """{"full": Score, "<k>": Score, ...} for one candidate."""

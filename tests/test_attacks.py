@@ -123,10 +123,35 @@ def test_prefix_caches_are_a_bounded_lru(pair):
     for p in prepared:
         target.score(p, [[5, 6, 7]], FULL)
     assert target.prefix_forwards == 3 and len(target._caches) == 2
-    target.score(prepared[2], [[5, 6, 7]], FULL)  # most recent: still cached
+    target.score(prepared[2], [[5, 6, 8]], FULL)  # most recent: still cached (new candidate: not a remembered score)
     assert target.prefix_forwards == 3
-    target.score(prepared[0], [[5, 6, 7]], FULL)  # evicted first: computed again
+    target.score(prepared[0], [[5, 6, 8]], FULL)  # evicted first: computed again
     assert target.prefix_forwards == 4
+
+
+def test_full_attention_scores_are_remembered_by_batch_across_sparse_configs(pair):
+    """A board swaps `Target.sparse` between cells; full attention's scores of the same batch
+    of candidates (an attack's seeded draws) come from one forward, bit for bit, and a batch
+    with other candidates, or with the same candidates grouped otherwise, is computed."""
+    model, tok = pair
+    target = Target(model, tok, SparseConfig(k=2, block_q=4, block_k=4, dense_layers=1))
+    prepared = target.prepare(TaskItem(id="m", question="Is fire hot?", answer="yes"), "Water boils. " * 8)
+    forwards = []
+    hook = model.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        draws = [[5, 6, 7], [8, 9, 10], [11, 12, 13]]
+        first = target.score(prepared, draws, FULL)
+        calls = len(forwards)
+        target.sparse = SparseConfig(method="oracle", k=3, block_q=4, block_k=4, dense_layers=1)
+        assert target.score(prepared, draws, FULL) == first and len(forwards) == calls
+        assert target.full_score(prepared, draws[1]).p_correct == pytest.approx(first[1].p_correct, abs=1e-5)
+        assert len(forwards) == calls + 1  # a single prompt is its own batch
+        target.score(prepared, draws[:2], FULL)
+        assert len(forwards) == calls + 2
+        target.clear_prefix_caches()
+        assert target.score(prepared, draws, FULL) == first and len(forwards) > calls + 2
+    finally:
+        hook.remove()
 
 
 def test_scores_record_the_class_of_the_greedy_token(pair):
