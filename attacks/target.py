@@ -97,14 +97,14 @@ class PreparedItem:
 
 
 def _join_selections(prefix: torch.Tensor | None, rest: torch.Tensor) -> torch.Tensor:
-    """A cached prefix's selection rows [1, H, P, Wp] followed by a forward's [N, H, R, W]:
-    [N, H, P + R, max(Wp, W)], -1 padded (a method keeps fewer blocks where fewer exist)."""
+    """A cached prefix's selection rows [1, P, Wp] followed by a forward's [N, R, W]:
+    [N, P + R, max(Wp, W)], -1 padded (a method keeps fewer blocks where fewer exist)."""
     if prefix is None:
         return rest
     width = max(prefix.shape[-1], rest.shape[-1])
     prefix = torch.nn.functional.pad(prefix, (0, width - prefix.shape[-1]), value=-1)
     rest = torch.nn.functional.pad(rest, (0, width - rest.shape[-1]), value=-1)
-    return torch.cat([prefix.expand(rest.shape[0], -1, -1, -1), rest], dim=2)
+    return torch.cat([prefix.expand(rest.shape[0], -1, -1), rest], dim=1)
 
 
 def _cache_argument(model) -> str:
@@ -136,7 +136,7 @@ class Target:
         self.max_cached_prefixes = max_cached_prefixes
         self._caches: OrderedDict[tuple, list] = OrderedDict()
         self._queries: OrderedDict[tuple, list] = OrderedDict()  # full-attention prefix queries, per layer
-        self._selections: dict[tuple, dict] = {}  # a sparse prefix's block selections, beside its cache
+        self._heatmaps: dict[tuple, torch.Tensor] = {}  # a sparse prefix's heatmap selection, beside its cache
         self.prefix_forwards = 0  # prefix passes actually run (cache misses)
         self._cache_kw = _cache_argument(model)
         self._vocabularies: dict[bool, torch.Tensor] = {}
@@ -212,7 +212,7 @@ class Target:
         first forward again; a test that edits the weights starts afresh)."""
         self._caches.clear()
         self._queries.clear()
-        self._selections.clear()
+        self._heatmaps.clear()
         self._full_scores.clear()
 
     def _prefix_source(self, mode: Mode) -> Mode:
@@ -251,23 +251,33 @@ class Target:
             return self._caches[key]
         ids = torch.tensor([prefix], device=self.device)
         cache = DynamicCache(config=self.model.config)
+        heatmap: dict = {}
         with torch.inference_mode(False), torch.no_grad(), self.attention(mode) as ctl:
-            if ctl is not None:  # a sparse prefix keeps its block selections (whole-prompt pictures)
-                ctl.record = True
+            if ctl is not None:  # a sparse prefix keeps its heatmap rows (whole-prompt pictures)
+                ctl.observe_selection = self._heatmap_recorder(heatmap)
             self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
         self.prefix_forwards += 1
         self._caches[key] = [(layer.keys, layer.values) for layer in cache.layers]
-        if ctl is not None:
-            self._selections[key] = dict(ctl.selections)
+        if "blocks" in heatmap:
+            self._heatmaps[key] = heatmap["blocks"]
         while len(self._caches) > self.max_cached_prefixes:
-            self._selections.pop(self._caches.popitem(last=False)[0], None)
+            self._heatmaps.pop(self._caches.popitem(last=False)[0], None)
         return self._caches[key]
 
-    def _prefix_selections(self, prefix: tuple[int, ...], mode: Mode) -> dict:
-        """{layer: LongTensor[1, Hq, n_prefix_qblocks, W]}: the block selections of the sparse
-        prefix forward under `mode` (run now if that prefix is not cached)."""
-        self._prefix_layers(prefix, mode)
-        return self._selections[(prefix, self.config_for(mode))]
+    def heatmap_layer(self) -> int | None:
+        """The sparse layer whose head-0 block selection a flip page shows (the seed's Figure 2):
+        the middle one of `sparse`'s sparse layers; None when every layer is dense."""
+        layers = range(self.sparse.dense_layers, self.model.config.num_hidden_layers)
+        return layers[len(layers) // 2] if len(layers) else None
+
+    def _heatmap_recorder(self, store: dict):
+        """An `observe_selection` hook keeping head 0 of the heatmap layer in `store["blocks"]`."""
+        wanted = self.heatmap_layer()
+
+        def record(layer, selection):
+            if layer == wanted:
+                store["blocks"] = selection[:, 0]
+        return record
 
     def _cache(self, prefix: tuple[int, ...], mode: Mode, batch: int) -> DynamicCache | None:
         """A fresh cache holding `prefix`, repeated `batch` times (None for an empty prefix)."""
@@ -283,7 +293,7 @@ class Target:
 
     def answer_logits(self, prepared: PreparedItem, mode, adv_ids: torch.Tensor | None = None,
                       adv_embeds: torch.Tensor | None = None, whole_prefix: bool = False,
-                      observe_answer=None, selections: dict | None = None) -> torch.Tensor:
+                      observe_answer=None, heatmap: dict | None = None) -> torch.Tensor:
         """Logits [N, V] at the answer position of N prompts that differ only in the adversarial slot.
 
         Give the slot as ids [N, n_adv] or as input embeddings [N, n_adv, hidden] (GCG's
@@ -294,13 +304,14 @@ class Target:
         `observe_answer` (sparse modes only) is shown what the answer position attends to in
         every sparse layer (`sparse.SparseController.observe_answer`). A kv-cache method runs
         its sparse modes with `region_length` as region, after the full-attention prefix and its
-        queries (`_prefix_source`). `selections` (block-sparse modes only) receives every sparse
-        layer's block selection over the whole prompt, {layer: LongTensor[N, Hq, n_qblocks, W]}:
-        the cached prefix's query blocks as its own forward chose them, then this forward's,
-        -1 padded: the blocks that scored the prompt. The cut is block-aligned, so they are one
-        uncached forward's for every method whose choice for a query block reads only that
-        block's queries and the causal keys; not for minference (its estimate reads the
-        forward's last queries) or the seeded nulls (random, drop-one).
+        queries (`_prefix_source`). `heatmap` (block-sparse modes only) receives
+        {"layer": `heatmap_layer()`, "blocks": LongTensor[N, n_qblocks, W]}, head 0's block
+        selection in that layer over the whole prompt: the cached prefix's query blocks as its
+        own forward chose them, then this forward's, -1 padded: the blocks that scored the
+        prompt. The cut is block-aligned, so they are one uncached forward's for every method
+        whose choice for a query block reads only that block's queries and the causal keys; not
+        for minference (its estimate reads the forward's last queries) or the seeded nulls
+        (random, drop-one).
         """
         if (adv_ids is None) == (adv_embeds is None):
             raise ValueError("give exactly one of adv_ids and adv_embeds")
@@ -331,19 +342,21 @@ class Target:
         cache = self._cache(prefix, source, n)
         if observe_answer is not None and mode.is_full:
             raise ValueError("observe_answer needs a sparse mode: full attention drops nothing")
-        if selections is not None and (mode.is_full or self.compresses_kv()):
-            raise ValueError("selections needs a block-sparse mode: full attention and kv-cache methods select no blocks")
+        if heatmap is not None and (mode.is_full or self.compresses_kv()):
+            raise ValueError("heatmap needs a block-sparse mode: full attention and kv-cache methods select no blocks")
         with self.attention(mode) as ctl:
             if observe_answer is not None:
                 ctl.observe_answer = observe_answer
             if ctl is not None:
                 ctl.region = self.region_length(prepared, (adv_ids if adv_ids is not None else adv_embeds).shape[1])
                 ctl.prefix_queries = queries
-                ctl.record = selections is not None
+                rows: dict = {}
+                if heatmap is not None:
+                    ctl.observe_selection = self._heatmap_recorder(rows)
             out = self.model(**inputs, use_cache=cache is not None, logits_to_keep=1, **{self._cache_kw: cache})
-        if selections is not None:
-            earlier = self._prefix_selections(prefix, mode) if prefix else {}
-            selections.update({layer: _join_selections(earlier.get(layer), sel) for layer, sel in ctl.selections.items()})
+        if heatmap is not None and "blocks" in rows:
+            earlier = self._heatmaps.get((prefix, self.config_for(mode))) if prefix else None  # set by `_cache`
+            heatmap.update(layer=self.heatmap_layer(), blocks=_join_selections(earlier, rows["blocks"]))
         return out.logits[:, -1]
 
     # -- scoring --------------------------------------------------------------------------
@@ -434,13 +447,14 @@ class Target:
     @torch.no_grad()
     def traced_sweep(self, prepared: PreparedItem, adv_ids, ks, needle: tuple[int, int] | None = None,
                      full: bool = True, shares: dict | None = None,
-                     selections: dict | None = None) -> tuple[dict[str, Score], dict]:
+                     heatmaps: dict | None = None) -> tuple[dict[str, Score], dict]:
         """`sweep` and `attribution` of one candidate in one forward per k: the traced
         forward's logits are the scores (the hook only reads the layers' inputs). A `shares`
         dict receives, per k, each prompt token's share of (sparse layer, query head) pairs
         whose answer-position query sees its key (a flip page's colours, `harness.pictures`);
-        a `selections` dict, per k, the whole prompt's block selections of every sparse layer
-        (`answer_logits`), for block-sparse methods only (the seed's Figure 2 of a flip page)."""
+        a `heatmaps` dict, per k, head 0's block selection over the whole prompt in the middle
+        sparse layer (`answer_logits`'s `heatmap`; block-sparse methods only), the seed's
+        Figure 2 on a flip page."""
         adv = torch.as_tensor([list(adv_ids)], dtype=torch.long).reshape(1, -1)
         scores: dict[str, Score] = {FULL: self.full_score(prepared, adv_ids)} if full else {}
         out: dict = {}
@@ -455,11 +469,11 @@ class Target:
                                     None if kept is None else kept.float().mean().item())
                 seen.append(visible[0].float().mean(0))
 
-            chosen = {} if selections is not None and not self.compresses_kv() else None
-            logits = self.answer_logits(prepared, int(k), adv_ids=adv, observe_answer=observe, selections=chosen)
+            heatmap = {} if heatmaps is not None and not self.compresses_kv() else None
+            logits = self.answer_logits(prepared, int(k), adv_ids=adv, observe_answer=observe, heatmap=heatmap)
             scores[str(k)] = self.scores_of(prepared, logits)[0]
-            if chosen is not None:
-                selections[str(k)] = chosen
+            if heatmap:
+                heatmaps[str(k)] = heatmap
             if shares is not None:
                 shares[str(k)] = [round(v, 4) for v in torch.stack(seen).mean(0).tolist()]
             layers = sorted(per_layer)

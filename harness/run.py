@@ -124,9 +124,9 @@ def run_item(target: Target, spec, attack_cfg, item, cfg: RunConfig, progress) -
         density_ks = densities_to_ks(target, prepared, getattr(attack_cfg, "n_adv", 0), cfg.density_sweep)
         ks = sorted(set(ks) | set(density_ks.values()))
     needle = None if item.needle_span is None else needle_token_span(target.tokenizer, item, context)
-    natural_shares, adversarial_shares, natural_selections, adversarial_selections = {}, {}, {}, {}
+    natural_shares, adversarial_shares, natural_heatmaps, adversarial_heatmaps = {}, {}, {}, {}
     natural, natural_attribution = target.traced_sweep(prepared, [], ks, needle, shares=natural_shares,
-                                                       selections=natural_selections)
+                                                       heatmaps=natural_heatmaps)
     natural_flipped, natural_classes = outcome_maps(natural, margin)
     row = ResultRow(item_id=item.id, question=item.question, answer=item.answer, status=ATTACKED, skip_reason=None,
                     natural=natural, natural_flipped=natural_flipped, attack=cfg.attack,
@@ -148,10 +148,10 @@ def run_item(target: Target, spec, attack_cfg, item, cfg: RunConfig, progress) -
         if result.adv_ids and result.prepared is None:
             scores, row.attribution["adversarial"] = target.traced_sweep(prepared, result.adv_ids, ks, needle,
                                                                         shares=adversarial_shares,
-                                                                        selections=adversarial_selections)
+                                                                        heatmaps=adversarial_heatmaps)
         elif result.adv_ids:  # the needle span moved with the context: no attribution, only the shares
             scores = target.traced_sweep(placed, result.adv_ids, ks, shares=adversarial_shares,
-                                         selections=adversarial_selections)[0]
+                                         heatmaps=adversarial_heatmaps)[0]
         flipped, classes = outcome_maps(scores, margin)
         adv_ids = result.adv_ids
         row.adv_ids, row.adv_text, row.steps = result.adv_ids, result.adv_text, result.steps
@@ -170,10 +170,10 @@ def run_item(target: Target, spec, attack_cfg, item, cfg: RunConfig, progress) -
     flipped = any((row.flipped or {}).values())
     if flipped and adv_ids:  # the flip page's picture (harness.pictures): the attacked prompt's
         row.picture = picture(target, prepared, adv_ids, needle if prepared is natural_prepared else None,
-                              "adversarial", adversarial_shares, cfg.k_attack, adversarial_selections)
+                              "adversarial", adversarial_shares, cfg.k_attack, adversarial_heatmaps)
     elif flipped or any(row.natural_flipped.values()):  # or the clean prompt's
         row.picture = picture(target, natural_prepared, [], needle, "natural", natural_shares, cfg.k_attack,
-                              natural_selections)
+                              natural_heatmaps)
     row.timing = {"seconds": round(time.perf_counter() - start, 3)}
     return row, trace
 

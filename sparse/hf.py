@@ -48,7 +48,9 @@ class SparseController:
     ({layer_idx: LongTensor}: the block selection, or a kv method's kept region tokens
     [B, Hkv, n]). Set `observe_answer` to a callable to see, for every sparse layer, what the
     last query attends to: `observe_answer(layer, query_row [B, Hq, D], key [B, Hkv, Tk, D],
-    visible [B, Hq, Tk] bool, key_padding_mask, scaling)` (flip attribution reads it).
+    visible [B, Hq, Tk] bool, key_padding_mask, scaling)` (flip attribution reads it), and
+    `observe_selection` to a callable to see every block-sparse layer's choice as it is made,
+    `observe_selection(layer, selection [B, Hq, n_qblocks, W])` (a flip page's heatmap).
     `kernel="flex"` runs prefill forwards without gradients through FlexAttention (long
     sequences on CPU), `kernel="triton"` through the Triton kernel (GPUs; on CPU only under
     TRITON_INTERPRET=1, for tests); forwards that need gradients always use the
@@ -59,6 +61,7 @@ class SparseController:
     kernel: str = "gather"
     record: bool = False
     observe_answer: Callable | None = None
+    observe_selection: Callable | None = None
     region: int | None = None
     prefix_queries: list | None = None
     selections: dict = field(default_factory=dict)
@@ -83,6 +86,8 @@ class SparseController:
         sel = select_blocks(query, key, self.cfg, q_offset, padding)
         if self.record:
             self.selections[layer] = sel
+        if self.observe_selection is not None:
+            self.observe_selection(layer, sel)
         if self.observe_answer is not None:
             visible = kept_key_mask(sel[:, :, -1], self.cfg.block_k, key.shape[2])
             self.observe_answer(layer, query[:, :, -1], key, visible, padding, scaling)

@@ -24,9 +24,9 @@ def test_kept_shares_follow_the_block_selection(target):
     adv = [5, 6, 7]
     ids = prepared.prompt_ids(adv)
     n_blocks = (len(ids) - 1) // 4 + 1
-    shares, selections = {}, {}
-    target.traced_sweep(prepared, adv, [1, 2, n_blocks], (4, 9), shares=shares, selections=selections)
-    pic = picture(target, prepared, adv, (4, 9), "adversarial", shares, selection_k=2, selections=selections)
+    shares, heatmaps = {}, {}
+    target.traced_sweep(prepared, adv, [1, 2, n_blocks], (4, 9), shares=shares, heatmaps=heatmaps)
+    pic = picture(target, prepared, adv, (4, 9), "adversarial", shares, selection_k=2, heatmaps=heatmaps)
     assert pic["tokens"] == [target.tokenizer.decode([i]) for i in ids]
     start = len(prepared.prefix_ids)
     assert pic["adversarial_span"] == [start, start + 3] and pic["needle_span"] == [4, 9]
@@ -43,39 +43,37 @@ def test_kept_shares_follow_the_block_selection(target):
 
 
 @pytest.mark.parametrize("method", ["stream", "oracle", "window", "quest", "hip"])
-def test_selections_from_the_cached_forwards_equal_one_uncached_forward(method):
-    """The scoring forwards (a cached sparse prefix, then the rest) record the block selection
-    of the whole prompt that one uncached forward makes (`sparse.layer_selections`), layer by
-    layer, row by row, so a flip page's heatmap needs no forward of its own."""
+def test_heatmap_from_the_cached_forwards_equals_one_uncached_forward(method):
+    """The scoring forwards (a cached sparse prefix, then the rest) record head 0's block
+    selection over the whole prompt in the middle sparse layer as one uncached forward makes
+    it (`sparse.layer_selections`), row by row, so a flip page's heatmap needs no forward of
+    its own."""
     import torch
 
     from sparse import layer_selections
 
     tok = tiny_tokenizer()
     cfg = SparseConfig(method=method, k=3, block_q=4, block_k=4, dense_layers=1)
-    target = Target(tiny_model("llama", layers=3, vocab=len(tok), seed=2), tok, cfg)
+    target = Target(tiny_model("llama", layers=4, vocab=len(tok), seed=2), tok, cfg)
     prepared = target.prepare(TaskItem(id="s", question="Is ice cold?", answer="yes"), "Stones sink in water. " * 5)
     adv = [7, 8, 9]
-    assert prepared.cut > 0
-    selections = {}
-    target.traced_sweep(prepared, adv, [2, 3], shares={}, selections=selections)
+    assert prepared.cut > 0 and target.heatmap_layer() == 2  # sparse layers 1, 2, 3
+    heatmaps = {}
+    target.traced_sweep(prepared, adv, [2, 3], shares={}, heatmaps=heatmaps)
     ids = torch.tensor([prepared.prompt_ids(adv)])
+    rows = lambda sel: [sorted(b for b in row if b >= 0) for row in sel.tolist()]
     for k in (2, 3):
-        reference = layer_selections(target.model, ids, cfg.replace(k=k))
-        assert sorted(selections[str(k)]) == sorted(reference) == [1, 2]
-        for layer, ref in reference.items():
-            got = selections[str(k)][layer]
-            assert got.shape[:3] == ref.shape[:3]
-            rows = lambda sel: [sorted(b for b in row if b >= 0) for row in sel[0].flatten(0, 1).tolist()]
-            assert rows(got) == rows(ref)
+        reference = layer_selections(target.model, ids, cfg.replace(k=k))[2][0, 0]
+        assert heatmaps[str(k)]["layer"] == 2
+        assert rows(heatmaps[str(k)]["blocks"][0]) == rows(reference)
 
 
-def test_kv_cache_methods_record_no_block_selection():
+def test_kv_cache_methods_record_no_heatmap():
     tok = tiny_tokenizer()
     target = Target(tiny_model("qwen2", layers=3, vocab=len(tok), seed=1), tok,
                     SparseConfig(method="snapkv", k=2, block_q=4, block_k=4, dense_layers=1))
     prepared = target.prepare(TaskItem(id="kv", question="Is fire hot?", answer="yes"), "Water boils. " * 6)
-    selections, shares = {}, {}
-    target.traced_sweep(prepared, [5, 6, 7], [2], shares=shares, selections=selections)
-    pic = picture(target, prepared, [5, 6, 7], None, "adversarial", shares, selection_k=2, selections=selections)
-    assert selections == {} and pic["selection"] is None and len(pic["kept"]["2"]) == len(prepared.prompt_ids([5, 6, 7]))
+    heatmaps, shares = {}, {}
+    target.traced_sweep(prepared, [5, 6, 7], [2], shares=shares, heatmaps=heatmaps)
+    pic = picture(target, prepared, [5, 6, 7], None, "adversarial", shares, selection_k=2, heatmaps=heatmaps)
+    assert heatmaps == {} and pic["selection"] is None and len(pic["kept"]["2"]) == len(prepared.prompt_ids([5, 6, 7]))
