@@ -203,6 +203,21 @@ def _paired_wrong(pairs) -> None:
     print(f"| pooled | {n} | {ci(wf, n)} | {ci(wa, n)} | {b} : {c} | {mcnemar_exact(b, c):.3g} |")
 
 
+def method_labels(runs: list[str]) -> dict:
+    """Each run's method name, plus `key=value` for the method settings in which runs of the
+    same method differ (snapkv and snapkv window_size=8 are two rows, not one)."""
+    configs = {run: config_of(run) for run in runs}
+    labels = {}
+    for run, cfg in configs.items():
+        same = [configs[r].get("method_options") or {} for r in runs if configs[r]["method"] == cfg["method"]]
+        mine = cfg.get("method_options") or {}
+        differing = sorted(k for k in mine if any(o.get(k) != mine[k] for o in same))
+        labels[run] = " ".join([cfg["method"]] + [f"{k}={mine[k]}" for k in differing])
+    if len(set(labels.values())) < len(runs):
+        raise SystemExit("tables.py protocol: two runs with the same method and settings; give each once")
+    return labels
+
+
 def protocol(runs: list[str]) -> None:
     """Benchmark protocol v1 (docs/replication.md): natural flips per method and density with
     Wilson and cluster intervals, strict / breakdown, direction and balanced rate; then every
@@ -217,8 +232,9 @@ def protocol(runs: list[str]) -> None:
           "yes->not yes | no->not no | balanced |")
     print("|---|---:|---:|---|---|---|---|---|---|")
     tables = {}
+    labels = method_labels(runs)
     for run in runs:
-        method = config_of(run)["method"]
+        method = labels[run]
         rows = [r for r in rows_of(run) if r.counted]
         tables[method] = {r.item_id: r for r in rows}
         for d in densities:
