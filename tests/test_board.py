@@ -112,6 +112,8 @@ def test_an_interrupted_board_resumes_to_the_same_files(model_dir, tmp_path, boa
     ({"options": {"method": "stream"}}, "options may not set 'method'"),
     ({"attacks": [{"name": "random", "density": 2}]}, "density must be a number in (0, 1]"),
     ({"methods": ["stream", "stream"]}, "listed twice"),
+    ({"attacks": [{"name": "random", "methods": ["hip"]}]}, "attack random: methods lists 'hip', which is not a method"),
+    ({"attacks": [{"name": "random", "methods": [3]}]}, "random: methods must list method labels"),
 ])
 def test_bad_board_files_exit_2_with_one_line(model_dir, tmp_path, change, message):
     path = board_file(tmp_path, model_dir, **change)
@@ -119,6 +121,21 @@ def test_bad_board_files_exit_2_with_one_line(model_dir, tmp_path, change, messa
                           cwd=ROOT)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+def test_an_attack_restricted_to_one_source_still_transfers_to_every_method(model_dir, tmp_path, board_run):
+    """`methods` on an attack runs it against those methods only; their cells, rows and
+    transfer records (targets: every method of the board, and full attention) equal the
+    unrestricted board's."""
+    attacks = ["none", {"name": "random", "density": 0.2, "steps": 6, "methods": ["stream"]}]
+    assert board_main([str(board_file(tmp_path, model_dir, attacks=attacks))]) == 0
+    out = tmp_path / "board"
+    cells = {p.name.split("__", 1)[1] for p in out.glob("*__*")}
+    assert cells == {"stream__none", "oracle__none", "stream__random-d0.2-steps6"}
+    for cell in out.glob("*__*"):
+        assert rows(cell) == rows(board_run / cell.name)
+    source = next(out.glob("*__stream__random-*"))
+    assert (source / "transfer.jsonl").read_text() == (board_run / source.name / "transfer.jsonl").read_text()
 
 
 def test_dry_run_lists_every_cell_command(model_dir, tmp_path, capsys):

@@ -95,21 +95,27 @@ def warn_unreachable(cell: Cell, target, prepared, n_adv: int, densities, tolera
                   f"k = {k}); its rows record {reached:.3f}", file=sys.stderr)
 
 
-def transfer_targets(plans: list[CellPlan]) -> list[tuple[str, object]]:
-    """(method label, sparse config) of every method of the board, once each."""
-    seen: dict = {}
-    for plan in plans:
-        seen.setdefault(plan.cell.method.label, plan.sparse)
-    return list(seen.items())
+def transfer_targets(board: BoardSpec, model_name: str) -> list[tuple[str, object]]:
+    """(method label, sparse config) of every method of the board, once each, whether or not
+    an attack runs against it (an attack's `methods` restrict its sources, not its targets).
+    The config's k is irrelevant: each record scores at the k of the attack density."""
+    from harness.board.spec import Entry
+    from harness.config import resolve
+    from harness.run import sparse_config
+
+    targets = []
+    for method in board.methods:
+        cell = Cell(model_name, method, Entry("none"), board.out / "transfer-target")
+        targets.append((method.label, sparse_config(resolve(board.argv(cell, k_attack=1)))))
+    return targets
 
 
-def score_context(target, plans: list[CellPlan], work: list[tuple[int, object, object]]):
+def score_context(target, plans: list[CellPlan], targets: list, work: list[tuple[int, object, object]]):
     """Yield (plan index, new row or None, transfer records) for each of one context's `work`:
     (plan index, item, the item's row when it is already written and only its transfer
-    records are missing)."""
+    records are missing); `targets` are the transfer targets."""
     from harness.run import item_context, run_item
 
-    targets = transfer_targets(plans)
     for index, item, written in work:
         plan = plans[index]
         target.sparse = plan.sparse
@@ -138,7 +144,7 @@ def context_work(plans: list[CellPlan], context: list) -> list[tuple[int, object
     return work
 
 
-def open_stores(plans: list[CellPlan], model_name: str, target) -> None:
+def open_stores(plans: list[CellPlan], model_name: str, target, n_targets: int) -> None:
     """Each cell's run directory (created, or resumed: refused if its config differs)."""
     from harness.models import model_fingerprint
     from harness.run import _git_commit, _versions, result_config
@@ -151,7 +157,7 @@ def open_stores(plans: list[CellPlan], model_name: str, target) -> None:
                     "board": {"cell": plan.cell.out.name, "command": "python -m harness.run " + " ".join(plan.cell.argv)}}
         plan.rows = plan.store.open(manifest)
         if plan.transfers:
-            plan.transfer = TransferStore(plan.cell.out, per_item=len(transfer_targets(plans)) + 1)
+            plan.transfer = TransferStore(plan.cell.out, per_item=n_targets + 1)
 
 
 def _now() -> str:
@@ -177,8 +183,8 @@ def run_model(board: BoardSpec, model_name: str, executor: str = "local", worker
               ray_address: str | None = None) -> list[CellPlan]:
     """Every cell of one model, in one pass over the suite's contexts."""
     print(f"loading model {model_name} ...", file=sys.stderr)
-    target, items, plans = load_cells(board, model_name)
-    open_stores(plans, model_name, target)
+    target, items, plans, targets = load_cells(board, model_name)
+    open_stores(plans, model_name, target, len(targets))
     write_cells_file(board, plans)
     contexts = contexts_of(items)
     todo = [(context, context_work(plans, context)) for context in contexts]
@@ -195,7 +201,7 @@ def run_model(board: BoardSpec, model_name: str, executor: str = "local", worker
                                                    factory=make_board_worker))
             results = (entry for entries in pool.imap([work for _, work in todo]) for entry in entries)
         else:  # written item by item: an interrupted pass loses at most the item in progress
-            results = (entry for _, work in todo for entry in score_context(target, plans, work))
+            results = (entry for _, work in todo for entry in score_context(target, plans, targets, work))
         for index, row, records in results:
             plan = plans[index]
             if row is not None:
@@ -211,7 +217,9 @@ def run_model(board: BoardSpec, model_name: str, executor: str = "local", worker
 
 
 def load_cells(board: BoardSpec, model_name: str):
-    """(Target, items, plans) of one model's cells: the model loaded once, the suite built."""
+    """(Target, items, plans, transfer targets) of one model's cells: the model loaded once,
+    the suite built, and room in the target's prefix caches for every (method, density) a
+    context needs at once (an attacked item is re-scored under every method in turn)."""
     from harness.config import resolve
     from harness.models import load_model
     from harness.run import _items, _target
@@ -221,14 +229,15 @@ def load_cells(board: BoardSpec, model_name: str):
     first = resolve(list(cells[0].argv) + ["--k-attack", "1"])
     items = _items(first, tokenizer)
     target = _target(first, model, tokenizer)
-    return target, items, plan_cells(board, cells, target, items)
+    target.max_cached_prefixes = max(target.max_cached_prefixes, len(board.methods) + len(board.densities) + 2)
+    return target, items, plan_cells(board, cells, target, items), transfer_targets(board, model_name)
 
 
 def make_board_worker(job):
     """(board, model name) -> work(context work), in a Ray actor's process: loads the model
     once and resolves the same cells as the driver (`plan_cells` is deterministic)."""
-    target, _, plans = load_cells(*job)
-    return lambda context_work: list(score_context(target, plans, context_work))
+    target, _, plans, targets = load_cells(*job)
+    return lambda context_work: list(score_context(target, plans, targets, context_work))
 
 
 def log_to_wandb(plans: list[CellPlan]) -> None:

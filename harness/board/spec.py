@@ -5,14 +5,16 @@
     suite: needle
     densities: [0.05, 0.1, 0.2]         # the board's comparison densities
     methods: [stream, oracle, {name: snapkv, compress: prompt}]
-    attacks: [none, {name: random, density: 0.1}, {name: filler, density: 0.1}]
+    attacks: [none, {name: random, density: 0.1}, {name: filler, density: 0.1, methods: [stream]}]
     options: {context_tokens: 256, limit: 100, steps: 16}   # any harness.run option
     transfer: true                      # re-score each attack's tokens under every method
 
 A cell is one ordinary `harness.run` configuration (model x method x attack): it scores
 every board density (`--density-sweep`), and an attacked cell searches at its attack's
 density (the attack's `density`, default the board density nearest 0.1), whose k the
-runner derives from the suite's first item. Every cell is resolved by `harness.run`'s
+runner derives from the suite's first item. An attack's `methods` (labels of the board's
+methods) attacks only those, so a board can spend its searches on a few sources while the
+transfer matrix still re-scores their tokens under every method. Every cell is resolved by `harness.run`'s
 own parser before anything loads, so a bad board stops at once and names the cell.
 """
 
@@ -42,6 +44,7 @@ class Entry:
     name: str
     options: tuple[tuple[str, object], ...] = ()
     density: float | None = None
+    methods: tuple[str, ...] = ()  # an attack's sources (method labels); empty: every method
 
     @property
     def label(self) -> str:
@@ -88,6 +91,8 @@ class BoardSpec:
         for model in self.models:
             for attack in self.attacks:
                 for method in self.methods:
+                    if attack.methods and method.label not in attack.methods:
+                        continue
                     name = f"{_model_label(model)}__{method.label}__{attack.label}"
                     cell = Cell(model, method, attack, self.out / name)
                     out.append(Cell(model, method, attack, cell.out, tuple(self.argv(cell, k_attack=None))))
@@ -134,10 +139,16 @@ def _entry(path: str, what: str, value, takes_density: bool) -> Entry:
         raise UsageError(f"board file {path}: each of {what} is a name or a mapping with a name, got {value!r}")
     options = {str(k).replace("-", "_"): v for k, v in value.items() if k != "name"}
     density = options.pop("density", None) if takes_density else None
+    methods = options.pop("methods", []) if takes_density else []
+    if isinstance(methods, str):
+        methods = [methods]
+    if not isinstance(methods, list) or not all(isinstance(m, str) and m for m in methods):
+        raise UsageError(f"board file {path}: {value['name']}: methods must list method labels, got {methods!r}")
     if density is not None and (isinstance(density, bool) or not isinstance(density, (int, float))
                                 or not 0 < density <= 1):
         raise UsageError(f"board file {path}: {value['name']}: density must be a number in (0, 1], got {density!r}")
-    return Entry(value["name"], tuple(sorted(options.items())), None if density is None else float(density))
+    return Entry(value["name"], tuple(sorted(options.items())), None if density is None else float(density),
+                 tuple(methods))
 
 
 def _names(path: str, key: str, value) -> list:
@@ -183,6 +194,12 @@ def load_board(path: str) -> BoardSpec:
         twice = sorted({x for x in labels if labels.count(x) > 1})
         if twice:
             raise UsageError(f"board file {path}: {kind} {twice[0]!r} is listed twice")
+    labels = [m.label for m in methods]
+    for attack in attacks:
+        unknown = [m for m in attack.methods if m not in labels]
+        if unknown:
+            raise UsageError(f"board file {path}: attack {attack.name}: methods lists {unknown[0]!r}, which is not "
+                             f"a method of this board ({', '.join(labels)})")
     spec = BoardSpec(path=str(path), out=Path(str(data["out"])), models=tuple(models),
                      suite=str(data.get("suite", "needle")), densities=tuple(sorted(float(d) for d in densities)),
                      methods=tuple(methods), attacks=tuple(sorted(attacks, key=lambda a: a.name != "none")),
