@@ -182,6 +182,22 @@ def test_a_density_no_entry_reaches_is_a_note_not_an_empty_table(three_entries, 
     assert "no entry reaches density 0.6" in err
 
 
+def test_not_comparable_entries_of_one_method_are_told_apart_by_their_settings(tmp_path, capsys):
+    """Two snapkv runs with different windows, neither reaching density 0.05: the note names
+    each with its settings (the ranked rows already show them)."""
+    runs = tmp_path / "runs"
+    make_run(runs, "stream", make_rows(8, {2: 6, 4: 3, 8: 1}))
+    for window in (64, 8):
+        make_run(runs, f"snapkv-{window}", make_rows(8, {4: 3, 8: 1}, ks=[4, 8]), method="snapkv",
+                 k_sweep=[4, 8], method_options={"window_size": window})
+    assert build([runs, "--out", tmp_path / "out"], capsys)[0] == 0
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    note = next(line for line in md.split("### Density 0.05")[1].splitlines() if line.startswith("Not comparable"))
+    assert "snapkv · " in note and "window_size 64" in note and "window_size 8" in note
+    html = (tmp_path / "out" / "index.html").read_text()
+    assert "window_size 64</a> (reaches 0.100)" in html and "window_size 8</a> (reaches 0.100)" in html
+
+
 def test_entries_read_each_item_at_its_own_k(tmp_path, capsys):
     swept = make_rows(10, {2: 3, 4: 7, 8: 9})  # a density sweep chose k = 8 for the odd items
     for i, r in enumerate(swept):
