@@ -16,7 +16,7 @@ from pathlib import Path
 from harness.cli import command
 
 from .aggregate import at_density, entries
-from .boards import MIN_ACCURACY, build_boards, identities
+from .boards import MIN_ACCURACY, NULL_ATTACKS, build_boards, identities
 from .errors import LeaderboardError
 from .runs import load_runs
 
@@ -200,14 +200,16 @@ def _attach_transfer(boards: list[dict], pooled: list[dict], idents: list[dict])
     """board["transfer"]: the matrix of the transfer.jsonl files of an attacked board's runs."""
     from .transfer import board_transfer
 
-    by_slug = {ident["slug"]: p for ident, p in zip(idents, pooled)}
+    by_slug = {ident["slug"]: (ident, p) for ident, p in zip(idents, pooled)}
     for board in boards:
         board["transfer"] = None
         if board["natural"]:
             continue
         members = [by_slug[s] for s in board["entries"]]
-        rows = {row.item_id: row for p in members if p["_all"] is not None for row in p["_all"].row}
-        board["transfer"] = board_transfer([name for p in members for name in p["runs"]], rows)
+        rows = {row.item_id: row for _, p in members if p["_all"] is not None for row in p["_all"].row}
+        runs = [(name, ident["attack"] if ident["attack"] in NULL_ATTACKS else None)
+                for ident, p in members for name in p["runs"]]
+        board["transfer"] = board_transfer(runs, rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,13 +78,19 @@ def matrix(lines: list[dict], clusters: dict[str, str]) -> dict:
     return {"sources": sources, "targets": targets, "cells": cells}
 
 
-def board_transfer(run_names: list[str], rows_by_item: dict[str, object]) -> dict | None:
-    """The matrix of every transfer.jsonl in the board's attacked runs (None without one)."""
+def board_transfer(runs: list[tuple[str, str | None]], rows_by_item: dict[str, object]) -> dict | None:
+    """The matrix of every transfer.jsonl in the board's attacked runs (None without one).
+    `runs` are (run directory, its null attack or None): a null's insertions are a source of
+    their own ("oracle + filler (null)"), never pooled with the attack's tokens."""
     lines, files = [], []
-    for name in run_names:
+    for name, null in runs:
         path = Path(name) / TRANSFER_FILE
         if path.is_file():
-            lines += read_transfer(path)
+            read = read_transfer(path)
+            if null:
+                for line in read:
+                    line["source"] += f" + {null} (null)"
+            lines += read
             files.append(str(path))
     if not lines:
         return None

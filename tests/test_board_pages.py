@@ -68,6 +68,22 @@ def test_transfer_matrix_counts_confident_flips_with_cluster_intervals(site_runs
     assert natural["transfer"] is None
 
 
+def test_a_null_attacks_transfer_is_a_source_of_its_own(site_runs, tmp_path, capsys):
+    """The filler null's insertions, re-scored under every method, form their own row of the
+    matrix: never pooled with random search's tokens against the same method."""
+    filler = make_run(site_runs, "filler", with_groups(make_rows(12, {2: 2, 4: 2, 8: 0}), 3), attack="filler")
+    lines = [{"item_id": f"item-{i:03d}", "source": {"method": "stream", "settings": {}, "density": 0.1},
+              "target": {"method": "oracle", "settings": {}, "density": 0.1}, "confident": True,
+              "outcome": "strict" if i < 1 else "kept", "scores": None} for i in range(12)]
+    (filler / "transfer.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert build([site_runs, "--out", tmp_path / "out"], capsys)[0] == 0
+    transfer = next(b for b in board_of(tmp_path / "out")["boards"] if b["attack"] == "random")["transfer"]
+    assert transfer["sources"] == ["stream", "stream + filler (null)"]
+    assert transfer["cells"]["stream"]["oracle"]["flips"] == 4  # random search's own, unchanged
+    assert (transfer["cells"]["stream + filler (null)"]["oracle"]["flips"],
+            transfer["cells"]["stream + filler (null)"]["oracle"]["n"]) == (1, 12)
+
+
 @pytest.mark.parametrize("line,words", [
     ("{oops", "line 1 is not valid JSON"),
     ('{"item_id": "x", "source": {"method": "s"}, "target": {"method": "t"}, "confident": 1, "outcome": null}',
