@@ -61,7 +61,7 @@ def _heatmap(board: dict, path: Path) -> None:
     plt = _pyplot()
     transfer = board["transfer"]
     sources, targets = transfer["sources"], transfer["targets"]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(targets), 1.2 + 0.7 * len(sources)), dpi=110)
+    fig, ax = plt.subplots(figsize=(1.6 + 0.8 * len(targets), 1.2 + 0.7 * len(sources)), dpi=110)
     values = [[(transfer["cells"].get(s, {}).get(t) or {}).get("rate", float("nan")) for t in targets]
               for s in sources]
     image = ax.imshow(values, vmin=0, vmax=1, cmap="Reds")
@@ -71,8 +71,9 @@ def _heatmap(board: dict, path: Path) -> None:
             if cell:
                 ax.text(j, i, f"{cell['flips']}/{cell['n']}", ha="center", va="center", fontsize=9,
                         color="white" if cell["rate"] > 0.6 else "black")
-    ax.set_xticks(range(len(targets)), targets, rotation=30, ha="right")
-    ax.set_yticks(range(len(sources)), sources)
+    short = transfer["short"]
+    ax.set_xticks(range(len(targets)), [short[t] for t in targets], rotation=30, ha="right")
+    ax.set_yticks(range(len(sources)), [short[s] for s in sources])
     ax.set_xlabel("target (scored under)")
     ax.set_ylabel("source (attacked)")
     ax.set_title(f"transfer: {board['suite']} · {board['attack']}", fontsize=10)

@@ -95,6 +95,9 @@ ul.plain { margin: 4px 0; padding-left: 18px; color: var(--muted); }
 code { font-size: 12.5px; white-space: pre-wrap; word-break: break-all; }
 dl { margin: 0; } dt { font-weight: 600; } dd { margin: 0 0 6px 0; }
 .models span { margin-right: 14px; }
+div.scroll { max-width: 100%; overflow-x: auto; }  /* a wide matrix scrolls inside, never the page */
+table.transfer { font-size: 12.5px; }
+table.transfer td .bounds { display: block; font-size: 11px; white-space: nowrap; }
 """
 
 SCRIPT = """
@@ -203,22 +206,24 @@ def _transfer(board: dict) -> str:
     transfer = board.get("transfer")
     if not transfer:
         return ""
-    head = "".join(f"<th>{E(t)}</th>" for t in transfer["targets"])
+    short = transfer["short"]
+    head = "".join(f'<th title="{E(t)}">{E(short[t])}</th>' for t in transfer["targets"])
     rows = []
     for s in transfer["sources"]:
         cells = []
         for t in transfer["targets"]:
             c = transfer["cells"].get(s, {}).get(t)
             cells.append("<td>—</td>" if c is None else
-                         f'<td class="num">{c["flips"]}/{c["n"]} <span class="bounds">[{c["low"]:.2f}, '
-                         f'{c["high"]:.2f}]</span></td>')
-        rows.append(f"<tr><th scope=\"row\">{E(s)}</th>{''.join(cells)}</tr>")
+                         f'<td class="num">{c["flips"]}/{c["n"]}<span class="bounds">{c["low"]:.2f}–'
+                         f'{c["high"]:.2f}</span></td>')
+        rows.append(f'<tr><th scope="row" title="{E(s)}">{E(short[s])}</th>{"".join(cells)}</tr>')
     image = board["plots"]["transfer"]
     return (f"<h3>Transfer: attacks found against a source method, scored under each target</h3>"
             f'<p class="muted">Cell: flips / confident items (full attention right on the clean prompt), cluster '
-            f"95% interval over contexts. From {E(', '.join(transfer['files']))}.</p>"
-            f'<table class="transfer"><thead><tr><th>source \\ target</th>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>'
+            f"95% interval over contexts (below the count). A method's settings are in its header's tooltip "
+            f"and on its entry page. From {E(', '.join(transfer['files']))}.</p>"
+            f'<div class="scroll"><table class="transfer"><thead><tr><th>source \\ target</th>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>'
             f'<figure><img src="{E(image)}" alt="transfer matrix heatmap"></figure>')
 
 

@@ -55,13 +55,24 @@ def read_transfer(path: Path) -> list[dict]:
                                    f"got {data.get('outcome')!r}")
         lines.append({"item_id": data["item_id"], "source": _method(data.get("source"), where, "source"),
                       "target": _method(data.get("target"), where, "target"), "confident": data["confident"],
-                      "outcome": data["outcome"], "cluster": data.get("cluster")})
+                      "outcome": data["outcome"], "cluster": data.get("cluster"),
+                      "source_name": data["source"]["method"], "target_name": data["target"]["method"]})
     return lines
 
 
+def short_labels(lines: list[dict], side: str) -> dict[str, str]:
+    """{label: short label}: the method name alone where one setting of it is listed, the whole
+    label (with its settings) where several are, so 19 targets fit a page's width."""
+    names: dict[str, set] = {}
+    for line in lines:
+        names.setdefault(line[f"{side}_name"], set()).add(line[side])
+    return {label: label if len(labels) > 1 else name for name, labels in names.items() for label in labels}
+
+
 def matrix(lines: list[dict], clusters: dict[str, str]) -> dict:
-    """{sources, targets, cells}: cells[source][target] = flips / confident items with its
-    cluster interval (a line's own cluster, else `clusters` by item id, else the item alone)."""
+    """{sources, targets, cells, short}: cells[source][target] = flips / confident items with its
+    cluster interval (a line's own cluster, else `clusters` by item id, else the item alone);
+    `short` maps every source and target label to its short label."""
     sources = sorted({line["source"] for line in lines})
     targets = sorted({line["target"] for line in lines}, key=lambda t: (t != "full", t))
     cells: dict[str, dict] = {}
@@ -75,7 +86,8 @@ def matrix(lines: list[dict], clusters: dict[str, str]) -> dict:
             interval = cluster_bootstrap(flags, [line["cluster"] or clusters.get(line["item_id"], line["item_id"])
                                                  for line in counted])
             cells.setdefault(source, {})[target] = {"flips": sum(flags), **interval.to_dict()}
-    return {"sources": sources, "targets": targets, "cells": cells}
+    return {"sources": sources, "targets": targets, "cells": cells,
+            "short": {**short_labels(lines, "source"), **short_labels(lines, "target")}}
 
 
 def board_transfer(runs: list[tuple[str, str | None]], rows_by_item: dict[str, object]) -> dict | None:
@@ -90,6 +102,7 @@ def board_transfer(runs: list[tuple[str, str | None]], rows_by_item: dict[str, o
             if null:
                 for line in read:
                     line["source"] += f" + {null} (null)"
+                    line["source_name"] += f" + {null} (null)"
             lines += read
             files.append(str(path))
     if not lines:

@@ -167,9 +167,36 @@ def _browser_or_skip(profile_dir):
     return driver
 
 
+def wide_transfer_lines(n_targets=19):
+    """A source re-scored under 19 targets with long settings, as a zoo board writes them."""
+    settings = {"compress": "context", "kernel_size": 5, "slash_size": 6096, "vertical_size": 1000}
+    return [{"item_id": f"item-{i:03d}", "source": {"method": "stream", "settings": {}, "density": 0.1},
+             "target": {"method": f"method-{j:02d}", "settings": settings, "density": 0.1}, "confident": True,
+             "outcome": "strict" if (i + j) % 3 == 0 else "kept", "scores": None}
+            for i in range(12) for j in range(n_targets)]
+
+
+def test_short_labels_drop_settings_unless_two_of_one_method_are_listed(site_runs, tmp_path, capsys):
+    lines = [{"item_id": "item-000", "source": {"method": "stream", "settings": {}, "density": 0.1},
+              "target": {"method": m, "settings": st, "density": 0.1}, "confident": True, "outcome": "kept",
+              "scores": None}
+             for m, st in (("h2o", {"compress": "context"}), ("snapkv", {"window_size": 64}),
+                           ("snapkv", {"window_size": 8}), ("full", {}))]
+    (site_runs / "stream" / "transfer.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert build([site_runs, "--out", tmp_path / "out"], capsys)[0] == 0
+    transfer = next(b for b in board_of(tmp_path / "out")["boards"] if b["attack"] == "random")["transfer"]
+    assert transfer["short"] == {"stream": "stream", "h2o (compress=context)": "h2o", "full": "full",
+                                 "snapkv (window_size=64)": "snapkv (window_size=64)",
+                                 "snapkv (window_size=8)": "snapkv (window_size=8)"}
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert '<th title="h2o (compress=context)">h2o</th>' in page
+
+
 def test_site_in_headless_chromium_at_1280(site_runs, tmp_path, capsys):
     make_run(site_runs, "window", with_groups(make_rows(12, {2: 10, 4: 9, 8: 4}), 3), method="window")
     make_run(site_runs, "filler", with_groups(make_rows(12, {2: 2, 4: 2, 8: 0}), 3), attack="filler")
+    with open(site_runs / "stream" / "transfer.jsonl", "a") as fh:  # a zoo-wide matrix must not widen the page
+        fh.write("".join(json.dumps(line) + "\n" for line in wide_transfer_lines()))
     assert build([site_runs, "--out", tmp_path / "out"], capsys)[0] == 0
     site = board_of(tmp_path / "out")
     driver = _browser_or_skip(tmp_path / "profile")
