@@ -12,6 +12,8 @@
         # and density (Wilson, cluster intervals, directions), each method against the first (Holm)
     .venv/bin/python docs/runs/tables.py minimal-k RUN_DIR       # the k STREAM's binary search picks, clean
         # and adversarial, and whether the attacked prompt flips at the clean prompt's k
+    .venv/bin/python docs/runs/tables.py transfer ATTACK_CELL NULL_CELL   # per target method: how often the
+        # attack's tokens and the null's insertions (same source, same items) flip it, paired (Holm)
 
 Every number is recomputed from results.jsonl (harness.results.read_rows, the one
 reader); intervals are Wilson 95% (harness.results.intervals.wilson). Outcome classes at another
@@ -401,6 +403,43 @@ def minimal_k(run: str) -> None:
           f"adversarial k larger than clean on {moved}/{len(rows)}")
 
 
+def transfer(attack_cell: str, null_cell: str) -> None:
+    """A board's transfer records (transfer.jsonl) of an attacked cell against its null's: per
+    target, flips among the items confident in both, cluster intervals, the paired difference
+    (McNemar, Holm over the targets)."""
+    from harness.results.intervals import cluster_bootstrap, holm, paired_difference
+
+    def records(cell):
+        out = {}
+        for line in (Path(cell) / "transfer.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            if r["confident"]:
+                extra = " ".join(f"{k}={v}" for k, v in sorted(r["target"]["settings"].items())
+                                 if r["target"]["method"] in ("snapkv", "pyramidkv") and k == "window_size")
+                target = r["target"]["method"] + (f" {extra}" if extra else "")
+                out.setdefault(target, {})[r["item_id"]] = (r["outcome"] in ("strict", "breakdown"), r["cluster"])
+        return out
+
+    attack, null = records(attack_cell), records(null_cell)
+    names = (config_of(attack_cell)["attack"], config_of(null_cell)["attack"])
+    targets = sorted(set(attack) & set(null), key=lambda t: (t != "full", t))
+    tests = []
+    for t in targets:
+        ids = sorted(set(attack[t]) & set(null[t]))
+        a, b = [attack[t][i][0] for i in ids], [null[t][i][0] for i in ids]
+        clusters = [attack[t][i][1] or i for i in ids]
+        tests.append((t, ids, a, b, clusters, paired_difference(a, b, clusters)))
+    adjusted = holm([x[-1].p for x in tests])
+    print(f"| target | n (contexts) | {names[0]}: flips, cluster 95% | {names[1]}: flips, cluster 95% | "
+          f"difference, cluster 95% | discordant {names[0]}-only : {names[1]}-only | McNemar p | Holm p |")
+    print("|---|---:|---|---|---|---|---:|---:|")
+    for (t, ids, a, b, clusters, test), p in zip(tests, adjusted):
+        ia, ib = cluster_bootstrap(a, clusters), cluster_bootstrap(b, clusters)
+        print(f"| {t} | {len(ids)} ({ia.clusters}) | {sum(a)} [{ia.low:.2f}, {ia.high:.2f}] | "
+              f"{sum(b)} [{ib.low:.2f}, {ib.high:.2f}] | {test.diff:+.3f} [{test.low:+.2f}, {test.high:+.2f}] | "
+              f"{test.b10} : {test.b01} | {test.p:.3g} | {p:.3g} |")
+
+
 if __name__ == "__main__":
     kind, *args = sys.argv[1:]
     if kind == "protocol":
@@ -418,5 +457,7 @@ if __name__ == "__main__":
         fidelity(args[0])
     elif kind == "minimal-k":
         minimal_k(args[0])
+    elif kind == "transfer":
+        transfer(args[0], args[1])
     else:
-        sys.exit(f"unknown table {kind!r}: needle, sink, outcomes, grid, fidelity or minimal-k")
+        sys.exit(f"unknown table {kind!r}: needle, sink, outcomes, grid, fidelity, minimal-k, protocol or transfer")
