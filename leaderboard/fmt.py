@@ -48,3 +48,15 @@ def steps(x) -> str:
     if x is None:
         return DASH
     return str(int(x)) if float(x).is_integer() else f"{x:.1f}"
+
+
+def off_names(off: list[dict]) -> list[str]:
+    """'model · method' of each entry not comparable at a density, with its settings where two
+    entries of one model and method are listed (SnapKV with two windows)."""
+    names = [(c["model"], c["method"]) for c in off]
+    return [f"{c['model']} · {c['method']}" + (f" · {c['settings']}" if names.count((c["model"], c["method"])) > 1
+                                                else "") for c in off]
+
+
+def reach(cell: dict) -> str:
+    return "no recorded density" if cell["density"] is None else f"reaches {cell['density']:.3f}"

@@ -180,11 +180,8 @@ def ranking_table(table: dict, prefix: str = "") -> str:
     out.append("</table>")
     off = [c for c in table["not_comparable"] + table["references"] if not c["comparable"]]
     if off:
-        names = [(c["model"], c["method"]) for c in off]
-        parts = [f'<a href="{prefix}entries/{E(c["slug"])}.html">{E(c["model"])} · {E(c["method"])}'
-                 + (f' · {E(c["settings"])}' if names.count((c["model"], c["method"])) > 1 else "") + "</a> ("
-                 + ("no recorded density" if c["density"] is None else f"reaches {c['density']:.3f}") + ")"
-                 for c in off]
+        parts = [f'<a href="{prefix}entries/{E(c["slug"])}.html">{E(name)}</a> ({fmt.reach(c)})'
+                 for c, name in zip(off, fmt.off_names(off))]
         out.append(f'<p class="note">Not comparable at density {table["density"]}: {", ".join(parts)}.</p>')
     return "".join(out)
 

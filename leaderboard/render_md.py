@@ -34,11 +34,8 @@ def table(t: dict) -> list[str]:
     lines += ["| " + " | ".join(cells(c)) + " |" for c in t["ranked"] + [r for r in t["references"] if r["comparable"]]]
     off = [c for c in t["not_comparable"] + t["references"] if not c["comparable"]]
     if off:
-        names = [(c["model"], c["method"]) for c in off]
         lines += ["", "Not comparable here: " + ", ".join(
-            f"{escape(c['model'])} · {escape(c['method'])}"
-            + (f" · {escape(c['settings'])}" if names.count((c["model"], c["method"])) > 1 else "") + " ("
-            + ("no recorded density" if c["density"] is None else f"reaches {c['density']:.3f}") + ")" for c in off)]
+            f"{escape(name)} ({fmt.reach(c)})" for c, name in zip(off, fmt.off_names(off)))]
     return lines
 
 

@@ -408,16 +408,15 @@ def transfer(attack_cell: str, null_cell: str) -> None:
     target, flips among the items confident in both, cluster intervals, the paired difference
     (McNemar, Holm over the targets)."""
     from harness.results.intervals import cluster_bootstrap, holm, paired_difference
+    from leaderboard.transfer import FLIPS, read_transfer, short_labels
 
     def records(cell):
+        lines = read_transfer(Path(cell) / "transfer.jsonl")
+        short = short_labels(lines, "target")  # a method's settings only where two of it are targets
         out = {}
-        for line in (Path(cell) / "transfer.jsonl").read_text().splitlines():
-            r = json.loads(line)
+        for r in lines:
             if r["confident"]:
-                extra = " ".join(f"{k}={v}" for k, v in sorted(r["target"]["settings"].items())
-                                 if r["target"]["method"] in ("snapkv", "pyramidkv") and k == "window_size")
-                target = r["target"]["method"] + (f" {extra}" if extra else "")
-                out.setdefault(target, {})[r["item_id"]] = (r["outcome"] in ("strict", "breakdown"), r["cluster"])
+                out.setdefault(short[r["target"]], {})[r["item_id"]] = (r["outcome"] in FLIPS, r["cluster"])
         return out
 
     attack, null = records(attack_cell), records(null_cell)
