@@ -140,7 +140,7 @@ class Target:
         self.prefix_forwards = 0  # prefix passes actually run (cache misses)
         self._cache_kw = _cache_argument(model)
         self._vocabularies: dict[bool, torch.Tensor] = {}
-        self._full_scores: OrderedDict[tuple, list[Score]] = OrderedDict()  # see score
+        self._scores: OrderedDict[tuple, list[Score]] = OrderedDict()  # see _remembered_batch
 
     def vocabulary(self, ascii_only: bool = False) -> torch.Tensor:
         """The ids attacks may draw (`attacks.vocab.attack_vocabulary`), computed once."""
@@ -208,12 +208,17 @@ class Target:
         return len(prepared.prefix_ids) if self.use_cache else 0
 
     def clear_prefix_caches(self) -> None:
-        """Forget every cached prefix and remembered full-attention score (benchmarks time the
-        first forward again; a test that edits the weights starts afresh)."""
+        """Forget every cached prefix and remembered score (benchmarks time the first forward
+        again; a test that edits the weights starts afresh)."""
         self._caches.clear()
         self._queries.clear()
         self._heatmaps.clear()
-        self._full_scores.clear()
+        self.forget_scores()
+
+    def forget_scores(self) -> None:
+        """Forget the remembered scores but keep the prefix caches: a benchmark that times the
+        same candidates twice forwards them twice."""
+        self._scores.clear()
 
     def _prefix_source(self, mode: Mode) -> Mode:
         """The mode whose prefix cache a forward under `mode` continues. A kv-cache method's
@@ -381,29 +386,30 @@ class Target:
             adv = adv[None]
         scores: list[Score] = []
         for chunk in adv.split(self.batch_size):
-            if Mode.of(mode).is_full:
-                scores += self._full_batch(prepared, chunk)
-            else:
-                scores += self.scores_of(prepared, self.answer_logits(prepared, mode, adv_ids=chunk))
+            scores += self._remembered_batch(prepared, chunk, Mode.of(mode))
         return scores
 
-    def _full_batch(self, prepared: PreparedItem, chunk: torch.Tensor) -> list[Score]:
-        """Full attention's scores of one batch of candidates, remembered (bounded LRU) by the
-        batch's prompts: full attention does not depend on `sparse`, so a board's cells share
-        them (every method's natural sweep scores the same prompt; an attack's seeded draws are
-        the same candidates against every method). Keyed by the whole batch, so a remembered
-        score is the one the same batched forward would give, bit for bit. The key is a 128-bit
-        digest of the batch's ids, so long prompts cost no memory here."""
+    def _remembered_batch(self, prepared: PreparedItem, chunk: torch.Tensor, mode: Mode) -> list[Score]:
+        """The scores of one batch of candidates under `mode`, remembered (bounded LRU) by the
+        batch's prompts and the mode's whole config. A board's cells share them: full
+        attention's (every method's natural sweep scores the same prompt; an attack's seeded
+        draws are the same candidates against every method), and a method's at a k (the
+        transfer of tokens that several sources chose, such as the last seeded draw when none
+        flipped). Keyed by the whole batch, so a remembered score is the one the same batched
+        forward would give, bit for bit (every method, the seeded nulls included, is a function
+        of its config and the prompt). The key is a 128-bit digest of the batch's ids, so long
+        prompts cost no memory here."""
         digest = hashlib.blake2b(digest_size=16)
         for row in chunk.tolist():
             digest.update(repr(prepared.prompt_ids(row)).encode())
-        key = (digest.hexdigest(), len(chunk), prepared.cut, prepared.correct_ids, prepared.wrong_ids)
-        if key not in self._full_scores:
-            self._full_scores[key] = self.scores_of(prepared, self.answer_logits(prepared, FULL, adv_ids=chunk))
-            while len(self._full_scores) > 256:
-                self._full_scores.popitem(last=False)
-        self._full_scores.move_to_end(key)
-        return list(self._full_scores[key])
+        key = (digest.hexdigest(), len(chunk), prepared.cut, prepared.slot, prepared.region_tail,
+               prepared.correct_ids, prepared.wrong_ids, self.config_for(mode))
+        if key not in self._scores:
+            self._scores[key] = self.scores_of(prepared, self.answer_logits(prepared, mode, adv_ids=chunk))
+            while len(self._scores) > 256:
+                self._scores.popitem(last=False)
+        self._scores.move_to_end(key)
+        return list(self._scores[key])
 
     def scores_of(self, prepared: PreparedItem, logits: torch.Tensor) -> list[Score]:
         """A `Score` per row of answer-position logits [N, vocab]."""
@@ -485,7 +491,7 @@ class Target:
         return scores, out
 
     def full_score(self, prepared: PreparedItem, adv_ids) -> Score:
-        """Full attention's score of one prompt (remembered like every full batch, `_full_batch`)."""
+        """Full attention's score of one prompt (remembered like every batch, `_remembered_batch`)."""
         return self.score(prepared, [list(adv_ids)], FULL)[0]
 
     def sweep(self, prepared: PreparedItem, adv_ids, ks) -> dict[str, Score]:

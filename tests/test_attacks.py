@@ -154,6 +154,37 @@ def test_full_attention_scores_are_remembered_by_batch_across_sparse_configs(pai
         hook.remove()
 
 
+def test_sparse_scores_are_remembered_by_batch_and_whole_config(pair):
+    """A board re-scores the tokens several sources chose under each method (transfer): a
+    batch already scored under the same method, settings and k comes from that forward, bit
+    for bit; another k or method is computed. Remembering is exact only because every
+    method, the seeded nulls included, is a function of its config and the prompt: scoring
+    again after `forget_scores` gives the same bits."""
+    model, tok = pair
+    target = Target(model, tok, SparseConfig(k=2, block_q=4, block_k=4, dense_layers=1))
+    prepared = target.prepare(TaskItem(id="m", question="Is fire hot?", answer="yes"), "Water boils. " * 8)
+    forwards = []
+    hook = model.register_forward_hook(lambda *_: forwards.append(1))
+    draws = [[5, 6, 7], [8, 9, 10]]
+    try:
+        for method in ("stream", "random", "random-evict"):
+            target.sparse = SparseConfig(method=method, k=2, block_q=4, block_k=4, dense_layers=1)
+            first = target.score(prepared, draws, 2)
+            calls = len(forwards)
+            assert target.score(prepared, draws, 2) == first and len(forwards) == calls
+            target.score(prepared, draws, 3)
+            assert len(forwards) > calls  # another k
+            calls = len(forwards)
+            target.forget_scores()
+            assert target.score(prepared, draws, 2) == first and len(forwards) > calls
+        calls = len(forwards)
+        target.sparse = SparseConfig(method="oracle", k=2, block_q=4, block_k=4, dense_layers=1)
+        target.score(prepared, draws, 2)
+        assert len(forwards) > calls  # another method at the same k
+    finally:
+        hook.remove()
+
+
 def test_scores_record_the_class_of_the_greedy_token(pair):
     model, tok = pair
     target = Target(model, tok, SparseConfig(k=2, block_q=4, block_k=4, dense_layers=1))
