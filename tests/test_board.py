@@ -162,3 +162,37 @@ def test_a_density_no_k_reaches_is_one_warning_per_cell(model_dir, tmp_path, cap
     assert board_main([str(path)]) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "cannot reach" in line]
     assert len(warnings) == 1 and "__snapkv__none cannot reach density 0.01 (nearest" in warnings[0]
+
+
+def test_transfer_to_a_run_attacked_alone_writes_the_board_cells_records(model_dir, tmp_path, board_run):
+    """`--transfer-to` a run that `harness.run` attacked alone with a board cell's options but
+    its own k sweep (as the protocol's runs were): its transfer records equal those the board
+    pass wrote for that cell, and a run stopped mid-way resumes to the same file."""
+    cells = json.loads((board_run / "board-cells.json").read_text())
+    name = next(n for n in cells if "__stream__random-" in n)
+    argv = shlex.split(cells[name])[3:]
+    del argv[argv.index("--density-sweep"):argv.index("--density-sweep") + 2]
+    alone = tmp_path / "alone"
+    argv[argv.index("--out") + 1] = str(alone)
+    assert run_main(argv) == 0 and not (alone / "transfer.jsonl").exists()
+    path = board_file(tmp_path, model_dir)
+    assert board_main([str(path), "--transfer-to", str(alone)]) == 0
+    want = (board_run / name / "transfer.jsonl").read_text()
+    assert (alone / "transfer.jsonl").read_text() == want
+    lines = want.splitlines(keepends=True)
+    (alone / "transfer.jsonl").write_text("".join(lines[:-5]) + lines[-5][:7])  # killed mid-item
+    assert board_main([str(path), "--transfer-to", str(alone)]) == 0
+    assert (alone / "transfer.jsonl").read_text() == want
+    assert not (tmp_path / "board").exists()  # the board's own cells are not run
+
+
+@pytest.mark.parametrize("cell,message", [
+    ("stream__none", "attack 'none' has no transfer records"),
+    (None, "not a run directory (no manifest.json)"),
+])
+def test_transfer_to_refuses_what_it_cannot_score_in_one_line(model_dir, tmp_path, board_run, cell, message):
+    run = next(board_run.glob(f"*__{cell}")) if cell else tmp_path / "missing"
+    done = subprocess.run([sys.executable, "-m", "harness.board", str(board_file(tmp_path, model_dir)),
+                           "--transfer-to", str(run)], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr

@@ -1,5 +1,7 @@
 """`python -m harness.board BOARD.yaml [--executor local|ray] [--workers N]`: run a board in
-one pass per model (harness/board/runner.py), then print where its cells are."""
+one pass per model (harness/board/runner.py), then print where its cells are. With
+`--transfer-to RUN ...`: add the board's transfer records to attacked runs made elsewhere
+(harness/board/backfill.py) instead."""
 
 from __future__ import annotations
 
@@ -26,6 +28,10 @@ def parse(argv):
     p.add_argument("--workers", type=int, default=2, help="Ray actors for --executor ray, each loading the model")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
     p.add_argument("--dry-run", action="store_true", help="print every cell's harness.run command and stop")
+    p.add_argument("--transfer-to", nargs="+", metavar="RUN", default=None,
+                   help="instead of the board's cells: re-score the adversarial tokens of these attacked run "
+                        "directories under every method of the board (at its attack's density) into their "
+                        "transfer.jsonl, as a board pass would")
     args = p.parse_args(argv)
     if args.workers < 1:
         raise UsageError(f"--workers must be an integer >= 1, got {args.workers}")
@@ -39,6 +45,12 @@ def main(argv=None) -> int:
 
         args = parse(sys.argv[1:] if argv is None else argv)
         board = load_board(args.board)
+        if args.transfer_to:
+            from harness.board.backfill import backfill
+
+            for run_dir, n in backfill(board, args.transfer_to):
+                print(f"{run_dir}: transfer records for {n} items")
+            return
         if args.dry_run:
             for cell in board.cells():
                 print(f"{cell.out}: python -m harness.run {' '.join(cell.argv)} --k-attack <k at density "
