@@ -189,10 +189,12 @@ def test_transfer_to_a_run_attacked_alone_writes_the_board_cells_records(model_d
 @pytest.mark.parametrize("cell,message", [
     ("stream__none", "attack 'none' has no transfer records"),
     (None, "not a run directory (no manifest.json)"),
+    ("stream__random-*", "it takes neither --dry-run nor --executor ray"),
 ])
 def test_transfer_to_refuses_what_it_cannot_score_in_one_line(model_dir, tmp_path, board_run, cell, message):
     run = next(board_run.glob(f"*__{cell}")) if cell else tmp_path / "missing"
+    extra = ["--dry-run"] if "dry-run" in message else []
     done = subprocess.run([sys.executable, "-m", "harness.board", str(board_file(tmp_path, model_dir)),
-                           "--transfer-to", str(run)], capture_output=True, text=True, cwd=ROOT)
+                           "--transfer-to", str(run), *extra], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr

@@ -35,6 +35,8 @@ def parse(argv):
     args = p.parse_args(argv)
     if args.workers < 1:
         raise UsageError(f"--workers must be an integer >= 1, got {args.workers}")
+    if args.transfer_to and (args.dry_run or args.executor != "local"):
+        raise UsageError("--transfer-to scores in this process: it takes neither --dry-run nor --executor ray")
     return args
 
 
