@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from harness.board.spec import BoardSpec
-from harness.board.transfer import TransferStore, transfer_records
+from harness.board.transfer import TransferStore, transfer_records, transfer_targets_for
 from harness.errors import UsageError
 
 # Attacks whose tokens have no transfer record: none inserts nothing, and far puts its
@@ -57,14 +57,6 @@ def attack_density(board: BoardSpec, run_dir: Path, attack: str) -> float:
         raise UsageError(f"--transfer-to {run_dir}: board file {board.path} has {listed} attack {attack!r}; "
                          f"the records are scored at that attack's density")
     return densities.pop()
-
-
-def transfer_targets_for(board: BoardSpec, cfg) -> list[tuple[str, object]]:
-    """(label, SparseConfig) of every board method, with the run's shared options."""
-    from harness.run import sparse_config
-
-    return [(m.label, sparse_config(cfg.replace(method=m.name, method_options=dict(m.options))))
-            for m in board.methods]
 
 
 def backfill(board: BoardSpec, run_dirs: list[str]) -> list[tuple[Path, int]]:

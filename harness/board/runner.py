@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from harness.board.spec import BoardSpec, Cell
-from harness.board.transfer import TransferStore, transfer_records
+from harness.board.transfer import TransferStore, transfer_records, transfer_targets_for
 from harness.results.store import RunStore
 
 
@@ -97,17 +97,14 @@ def warn_unreachable(cell: Cell, target, prepared, n_adv: int, densities, tolera
 
 def transfer_targets(board: BoardSpec, model_name: str) -> list[tuple[str, object]]:
     """(method label, sparse config) of every method of the board, once each, whether or not
-    an attack runs against it (an attack's `methods` restrict its sources, not its targets).
-    The config's k is irrelevant: each record scores at the k of the attack density."""
+    an attack runs against it (an attack's `methods` restrict its sources, not its targets),
+    with the board's shared options. The config's k is irrelevant: each record scores at the
+    k of the attack density."""
     from harness.board.spec import Entry
     from harness.config import resolve
-    from harness.run import sparse_config
 
-    targets = []
-    for method in board.methods:
-        cell = Cell(model_name, method, Entry("none"), board.out / "transfer-target")
-        targets.append((method.label, sparse_config(resolve(board.argv(cell, k_attack=1)))))
-    return targets
+    cell = Cell(model_name, board.methods[0], Entry("none"), board.out / "transfer-target")
+    return transfer_targets_for(board, resolve(board.argv(cell, k_attack=1)))
 
 
 def score_context(target, plans: list[CellPlan], targets: list, work: list[tuple[int, object, object]]):

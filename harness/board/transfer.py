@@ -102,3 +102,12 @@ def transfer_records(target, prepared, row, cfg, density: float, targets: list) 
     out.append({**base, "target": full_target, "confident": outcome.confident, "outcome": outcome.cls,
                 "scores": {"full": asdict(row.natural[FULL]), "sparse": asdict(full_adv)}})
     return out
+
+
+def transfer_targets_for(board, cfg) -> list[tuple[str, object]]:
+    """(label, SparseConfig) of every method of `board`, with the shared options (blocks, dense
+    layers, seed) of the run config `cfg`."""
+    from harness.run import sparse_config
+
+    return [(m.label, sparse_config(cfg.replace(method=m.name, method_options=dict(m.options))))
+            for m in board.methods]
