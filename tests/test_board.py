@@ -138,6 +138,36 @@ def test_an_attack_restricted_to_one_source_still_transfers_to_every_method(mode
     assert (source / "transfer.jsonl").read_text() == (board_run / source.name / "transfer.jsonl").read_text()
 
 
+def test_a_pass_with_a_context_budget_scores_the_first_contexts_and_the_next_pass_the_rest(model_dir, tmp_path,
+                                                                                          board_run):
+    """`--contexts 1` writes, in every cell, the full pass's rows of the suite's first context and
+    nothing else (the cell's config is the board's); a pass without it then completes every cell
+    to the full pass's files."""
+    path = board_file(tmp_path, model_dir)
+    assert board_main([str(path), "--contexts", "1"]) == 0
+    out = tmp_path / "board"
+    for cell in board_run.glob("*__*"):
+        full = rows(cell)
+        first = [r for r in full if r["needle"]["group"] == full[0]["needle"]["group"]]
+        assert 0 < len(first) < len(full)
+        assert rows(out / cell.name) == first, cell.name
+    assert board_main([str(path)]) == 0
+    for cell in board_run.glob("*__*"):
+        assert rows(out / cell.name) == rows(cell)
+        assert json.loads((out / cell.name / "manifest.json").read_text())["config"] == \
+            json.loads((cell / "manifest.json").read_text())["config"]
+        if (cell / "transfer.jsonl").exists():
+            assert (out / cell.name / "transfer.jsonl").read_text() == (cell / "transfer.jsonl").read_text()
+
+
+@pytest.mark.parametrize("flag", ["0", "-2"])
+def test_a_context_budget_below_one_exits_2_with_one_line(model_dir, tmp_path, flag):
+    done = subprocess.run([sys.executable, "-m", "harness.board", str(board_file(tmp_path, model_dir)),
+                           "--contexts", flag], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "--contexts must be an integer >= 1" in done.stderr, done.stderr
+
+
 def test_dry_run_lists_every_cell_command(model_dir, tmp_path, capsys):
     assert board_main([str(board_file(tmp_path, model_dir)), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -189,7 +219,7 @@ def test_transfer_to_a_run_attacked_alone_writes_the_board_cells_records(model_d
 @pytest.mark.parametrize("cell,message", [
     ("stream__none", "attack 'none' has no transfer records"),
     (None, "not a run directory (no manifest.json)"),
-    ("stream__random-*", "it takes neither --dry-run nor --executor ray"),
+    ("stream__random-*", "it takes neither --dry-run, --executor ray nor --contexts"),
 ])
 def test_transfer_to_refuses_what_it_cannot_score_in_one_line(model_dir, tmp_path, board_run, cell, message):
     run = next(board_run.glob(f"*__{cell}")) if cell else tmp_path / "missing"

@@ -1,4 +1,4 @@
-"""`python -m harness.board BOARD.yaml [--executor local|ray] [--workers N]`: run a board in
+"""`python -m harness.board BOARD.yaml [--executor local|ray] [--workers N] [--contexts N]`: run a board in
 one pass per model (harness/board/runner.py), then print where its cells are. With
 `--transfer-to RUN ...`: add the board's transfer records to attacked runs made elsewhere
 (harness/board/backfill.py) instead."""
@@ -27,6 +27,9 @@ def parse(argv):
                    help="local: this process; ray: contexts sharded over Ray actors (needs the ray extra)")
     p.add_argument("--workers", type=int, default=2, help="Ray actors for --executor ray, each loading the model")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
+    p.add_argument("--contexts", type=int, default=None, metavar="N",
+                   help="score only the suite's first N contexts in this pass (a budget: the cells keep the "
+                        "board's limit, so a later pass continues from there)")
     p.add_argument("--dry-run", action="store_true", help="print every cell's harness.run command and stop")
     p.add_argument("--transfer-to", nargs="+", metavar="RUN", default=None,
                    help="instead of the board's cells: re-score the adversarial tokens of these attacked run "
@@ -35,8 +38,11 @@ def parse(argv):
     args = p.parse_args(argv)
     if args.workers < 1:
         raise UsageError(f"--workers must be an integer >= 1, got {args.workers}")
-    if args.transfer_to and (args.dry_run or args.executor != "local"):
-        raise UsageError("--transfer-to scores in this process: it takes neither --dry-run nor --executor ray")
+    if args.contexts is not None and args.contexts < 1:
+        raise UsageError(f"--contexts must be an integer >= 1, got {args.contexts}")
+    if args.transfer_to and (args.dry_run or args.executor != "local" or args.contexts is not None):
+        raise UsageError("--transfer-to re-scores whole runs in this process: it takes neither --dry-run, "
+                         "--executor ray nor --contexts")
     return args
 
 
@@ -58,7 +64,7 @@ def main(argv=None) -> int:
                 print(f"{cell.out}: python -m harness.run {' '.join(cell.argv)} --k-attack <k at density "
                       f"{board.attack_density(cell.attack)}>")
             return
-        plans = run_board(board, args.executor, args.workers, args.ray_address)
+        plans = run_board(board, args.executor, args.workers, args.ray_address, args.contexts)
         for plan in plans:
             print(f"{plan.cell.out}: {len(plan.rows)} rows")
         print(f"build the board: python -m leaderboard build {board.out}/*")

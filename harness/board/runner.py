@@ -177,18 +177,21 @@ def write_cells_file(board: BoardSpec, plans: list[CellPlan]) -> None:
 
 
 def run_model(board: BoardSpec, model_name: str, executor: str = "local", workers: int = 1,
-              ray_address: str | None = None) -> list[CellPlan]:
-    """Every cell of one model, in one pass over the suite's contexts."""
+              ray_address: str | None = None, max_contexts: int | None = None) -> list[CellPlan]:
+    """Every cell of one model, in one pass over the suite's contexts (the first `max_contexts`
+    of them when given: a budget for this pass, not a change of config, so the next pass
+    continues where it stopped)."""
     print(f"loading model {model_name} ...", file=sys.stderr)
     target, items, plans, targets = load_cells(board, model_name)
     open_stores(plans, model_name, target, len(targets))
     write_cells_file(board, plans)
     contexts = contexts_of(items)
-    todo = [(context, context_work(plans, context)) for context in contexts]
+    todo = [(context, context_work(plans, context)) for context in contexts[:max_contexts]]
     todo = [(context, work) for context, work in todo if work]
     done_items = sum(len(p.rows) for p in plans)
+    budget = "" if max_contexts is None or max_contexts >= len(contexts) else f" (this pass: the first {max_contexts})"
     print(f"board {board.out}: {len(plans)} cells x {len(items)} items, {done_items} rows already done, "
-          f"{len(todo)} of {len(contexts)} contexts to score", file=sys.stderr)
+          f"{len(todo)} of {len(contexts)} contexts to score{budget}", file=sys.stderr)
     bar = tqdm(total=sum(len(work) for _, work in todo), desc=f"cell items ({model_name})", unit="item")
     with ExitStack() as stack, bar:
         if executor == "ray":  # contexts sharded over actors; this process alone writes, in order
@@ -253,9 +256,10 @@ def log_to_wandb(plans: list[CellPlan]) -> None:
         logger.finish(summary, plan.rows)
 
 
-def run_board(board: BoardSpec, executor: str = "local", workers: int = 1, ray_address: str | None = None) -> list:
+def run_board(board: BoardSpec, executor: str = "local", workers: int = 1, ray_address: str | None = None,
+              max_contexts: int | None = None) -> list:
     plans = []
     for model_name in board.models:
-        plans += run_model(board, model_name, executor, workers, ray_address)
+        plans += run_model(board, model_name, executor, workers, ray_address, max_contexts)
     log_to_wandb(plans)
     return plans
