@@ -216,14 +216,14 @@ def test_transfer_to_a_run_attacked_alone_writes_the_board_cells_records(model_d
     assert not (tmp_path / "board").exists()  # the board's own cells are not run
 
 
-@pytest.mark.parametrize("cell,message", [
-    ("stream__none", "attack 'none' has no transfer records"),
-    (None, "not a run directory (no manifest.json)"),
-    ("stream__random-*", "it takes neither --dry-run, --executor ray nor --contexts"),
+@pytest.mark.parametrize("cell,extra,message", [
+    ("stream__none", [], "attack 'none' has no transfer records"),
+    (None, [], "not a run directory (no manifest.json)"),
+    ("stream__random-*", ["--dry-run"], "it takes neither --dry-run, --executor ray nor --contexts"),
+    ("stream__random-*", ["--contexts", "2"], "it takes neither --dry-run, --executor ray nor --contexts"),
 ])
-def test_transfer_to_refuses_what_it_cannot_score_in_one_line(model_dir, tmp_path, board_run, cell, message):
+def test_transfer_to_refuses_what_it_cannot_score_in_one_line(model_dir, tmp_path, board_run, cell, extra, message):
     run = next(board_run.glob(f"*__{cell}")) if cell else tmp_path / "missing"
-    extra = ["--dry-run"] if "dry-run" in message else []
     done = subprocess.run([sys.executable, "-m", "harness.board", str(board_file(tmp_path, model_dir)),
                            "--transfer-to", str(run), *extra], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2
