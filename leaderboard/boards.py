@@ -197,6 +197,9 @@ def build_boards(pooled: list[dict], idents: list[dict], reads: dict[tuple, dict
         admitted = {m["model"] for m in models if m["admitted"]}
         members = [i for i in indices if idents[i]["model"] in admitted]
         tables = [_table([(idents[i], reads[(i, d)]) for i in members], d, tolerance) for d in densities]
+        if indices and not members:  # "no entry reaches density d" would blame the density
+            for table in tables:
+                table["note"] = f"no model passes the {min_accuracy:.0%} bar on this suite: nothing to rank"
         shared = {idents[i]["settings"] for i in members}
         for table in tables:
             for cell in table["ranked"] + table["references"] + table["not_comparable"]:

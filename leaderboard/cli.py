@@ -116,7 +116,7 @@ def _board_warnings(boards: list[dict], tolerance: float) -> list[str]:
                 reached = "no recorded density" if c["density"] is None else f"its items reach {c['density']:.3f}"
                 out.append(f"{board_title(board)}: {c['model']} · {c['method']} not comparable at density "
                            f"{table['density']} ± {tolerance} ({reached})")
-    return out
+    return list(dict.fromkeys(out))  # a board-wide note (no model passes the bar) once, not per density
 
 
 def _write(site: dict, details: list[dict], flip_rows: dict, out: Path) -> list[Path]:

@@ -168,6 +168,20 @@ def test_a_context_budget_below_one_exits_2_with_one_line(model_dir, tmp_path, f
     assert done.stderr.count("\n") == 1 and "--contexts must be an integer >= 1" in done.stderr, done.stderr
 
 
+def test_the_printed_build_command_builds_the_cells_at_the_boards_densities(board_run, tmp_path):
+    from harness.board.__main__ import build_command
+    from harness.board.spec import load_board
+
+    board = load_board(str(board_file(tmp_path, "unused", out=str(board_run))))
+    command = build_command(board)
+    assert command == f"python -m leaderboard build {board_run} --out {board_run}/leaderboard --densities 0.2,0.5"
+    done = subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    site = json.loads((board_run / "leaderboard" / "leaderboard.json").read_text())
+    assert [t["density"] for t in site["boards"][0]["tables"]] == [0.2, 0.5]
+    assert {e["method"] for e in site["entries"]} == set(METHODS)
+
+
 def test_dry_run_lists_every_cell_command(model_dir, tmp_path, capsys):
     assert board_main([str(board_file(tmp_path, model_dir)), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -171,6 +171,16 @@ def test_a_model_under_the_accuracy_bar_is_skipped_and_shown(tmp_path, capsys):
     assert all(m["admitted"] for m in board_of(tmp_path / "o2")["boards"][0]["models"])
 
 
+def test_a_board_whose_only_model_fails_the_bar_says_so_not_that_no_density_is_reached(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    make_run(runs, "weak", make_rows(6, {4: 0}, skipped=4), model="tiny-weak")  # 6/10 < 70%
+    status, err = build([runs, "--out", tmp_path / "out"], capsys)
+    assert status == 0
+    board = board_of(tmp_path / "out")["boards"][0]
+    assert [t["note"] for t in board["tables"]] == ["no model passes the 70% bar on this suite: nothing to rank"] * 3
+    assert "no entry reaches" not in err and "no entry reaches" not in (tmp_path / "out" / "leaderboard.md").read_text()
+
+
 def test_a_density_no_entry_reaches_is_a_note_not_an_empty_table(three_entries, tmp_path, capsys):
     status, err = build([three_entries, "--out", tmp_path / "out", "--densities", "0.1,0.6"], capsys)
     assert status == 0

@@ -46,6 +46,15 @@ def parse(argv):
     return args
 
 
+def build_command(board) -> str:
+    """The `leaderboard build` command that reads this board's cells at the board's densities."""
+    from leaderboard.cli import DEFAULT_DENSITIES
+
+    densities = "" if tuple(board.densities) == DEFAULT_DENSITIES else \
+        " --densities " + ",".join(f"{d:g}" for d in board.densities)
+    return f"python -m leaderboard build {board.out} --out {board.out}/leaderboard{densities}"
+
+
 def main(argv=None) -> int:
     def body():
         from harness.board.runner import run_board
@@ -67,7 +76,7 @@ def main(argv=None) -> int:
         plans = run_board(board, args.executor, args.workers, args.ray_address, args.contexts)
         for plan in plans:
             print(f"{plan.cell.out}: {len(plan.rows)} rows")
-        print(f"build the board: python -m leaderboard build {board.out}/*")
+        print(f"build the board: {build_command(board)}")
 
     return command("harness.board", body,
                    interrupted="interrupted: finished items are saved; rerun the same command to resume")
