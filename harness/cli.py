@@ -2,7 +2,8 @@
 
 A user's mistake (bad option, unusable run directory, model that cannot be loaded)
 is one line `PROG: error: ...` on stderr and exit status 2, never a traceback; Ctrl-C
-says what was kept and exits 130. Each command's `main` hands its body to `command`.
+says what was kept and exits 130; output piped into a reader that stops early (`| head`)
+ends quietly. Each command's `main` hands its body to `command`.
 """
 
 from __future__ import annotations
@@ -26,3 +27,8 @@ def command(prog: str, body: Callable[[], int | None], interrupted: str = "inter
     except KeyboardInterrupt:
         print(f"\n{prog}: {interrupted}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader closed stdout: nothing more to say, and no traceback at exit
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

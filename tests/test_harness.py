@@ -450,6 +450,42 @@ def test_report_renders_runs_with_absent_needle_questions():
     assert absent[0]["question"] in table and table.count("\n| ") == 1 + len(read_rows(run))
 
 
+def test_report_of_a_natural_run_has_no_attack_columns_and_gives_each_items_outcome():
+    """A board's natural cell (--attack none, --density-sweep): one column per density, each item
+    read at its own k, and the natural outcome at k_attack instead of "attack failed"."""
+    run = ROOT / "docs" / "runs" / "board-facts-qwen2.5-1.5b" / "qwen2.5-1.5b__hip__none"
+    rows = read_rows(run)
+    table = render(run)
+    assert "attack failed" not in table and "Adv tokens" not in table
+    header = next(line for line in table.splitlines() if line.startswith("| Question"))
+    assert header == "| Question | Full attention | density 0.05 | density 0.1 | density 0.2 | Outcome (k=4) |"
+    lines = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| Question")]
+    assert len(lines) == len(rows)
+    for row, line in zip(rows, lines):
+        cells = line.split(" | ")
+        if row["status"] == "skipped":
+            assert cells[-1].startswith("skipped:")
+            continue
+        k = str(row["density_ks"]["0.1"])
+        score = row["natural"][k]
+        assert f"{score['p_correct']:.3f} / {score['p_wrong']:.3f}" in cells[3]
+        assert cells[3].startswith("**") == row["natural_flipped"][k]
+        expected = {"strict": "strict flip", "breakdown": "breakdown", "kept": "kept", None: "kept"}
+        assert cells[-1].rstrip(" |") == expected[row["natural_outcomes"][str(row["k_attack"])]["class"]]
+
+
+def test_a_reader_that_stops_early_ends_a_command_without_a_traceback():
+    """`python -m harness.report RUN | head`: the command stops quietly when its reader is gone
+    (output larger than the pipe's buffer, so the write itself fails)."""
+    code = ("import sys; from harness.cli import command; "
+            "sys.exit(command('prog', lambda: print('x' * 100 + '\\n') or print('y' * 4_000_000)))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(10)
+    proc.stdout.close()  # like `| head -c 10`
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == ""
+
+
 def test_a_second_writer_of_one_run_directory_is_refused_while_the_first_holds_it(tmp_path):
     from harness.errors import UsageError
     from harness.results.store import RunStore

@@ -64,12 +64,45 @@ def _needle_lines(rows: list[ResultRow], k: int) -> list[str]:
     return ["", f"Needle items flipped at k={k}: where the needle's key blocks were dropped", ""] + out if out else []
 
 
+def _natural_table(rows: list[ResultRow], cfg: dict) -> list[str]:
+    """A run without an attack (`--attack none`): full attention and sparse attention on the clean
+    prompt, one column per density of a `--density-sweep` run (each item at its own k) or per k,
+    and each item's outcome at k_attack; no adversarial columns, no attack verdict."""
+    sweep = cfg.get("density_sweep")
+    columns = [(f"density {d}", lambda r, d=d: str((r.density_ks or {}).get(str(d)))) for d in sweep] if sweep \
+        else [(f"k={k}", lambda r, k=k: str(k)) for k in sorted(cfg["k_sweep"], reverse=True)]
+    header = ["Question", "Full attention"] + [name for name, _ in columns] + [f"Outcome (k={cfg['k_attack']})"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [_escape(r.question) + f" ({r.answer})", _cell(r.natural[FULL], False)]
+        cells += [_cell(r.natural.get(key(r)), r.natural_flipped.get(key(r), False)) for _, key in columns]
+        if r.status == SKIPPED:
+            cells.append(f"skipped: {r.skip_reason}")
+        else:
+            cls = ((r.natural_outcomes or {}).get(str(r.k_attack)) or {}).get("class")
+            cells.append(OUTCOME_NAMES.get(cls, "kept"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + ["", "Cells: P(correct) / P(wrong) of the answer token sets on the prompt without adversarial "
+                    "tokens" + (", each item at the k giving that density" if sweep else "") + ". Bold marks a "
+                    "flip (full attention right, sparse not: the correct answer is no longer the most probable "
+                    "of correct, wrong and neither); (neither) marks a score whose most probable answer is "
+                    "neither yes nor no. Outcome: kept, strict flip (the wrong answer is most probable) or "
+                    "breakdown (neither is), as defined in docs/results-schema.md; strict + breakdown = flips."]
+
+
 def render(run_dir: Path) -> str:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     cfg = manifest["config"]
     read = read_rows(run_dir / "results.jsonl")
     if read.torn:
         print(f"harness.results.report: warning: {read.torn}", file=sys.stderr)
+    if cfg["attack"] == "none":
+        context = cfg["context"] if cfg["context"] == "none" else f"{cfg['context']} ({cfg['context_tokens']} tokens)"
+        return "\n".join([f"Run `{run_dir}`: model `{cfg['model']}`, method `{cfg['method']}`, no attack, "
+                          f"b_q={cfg['block_q']}, b_k={cfg['block_k']}, dense layers={cfg['dense_layers']}, "
+                          f"context={context}, seed={cfg['seed']}, suite={cfg['suite']}, full margin="
+                          f"{cfg.get('full_margin', 0.0)}.", ""] + _natural_table(read.rows, cfg)
+                         + _needle_lines(read.rows, cfg["k_attack"]))
     k_attack = cfg["k_attack"]
     ks = sorted(cfg["k_sweep"], reverse=True)
     context = cfg["context"] if cfg["context"] == "none" else f"{cfg['context']} ({cfg['context_tokens']} tokens)"
