@@ -173,7 +173,17 @@ def attack_option_fields() -> dict[str, dataclasses.Field]:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        raise UsageError(message)
+        raise UsageError(message + self._suggestion(message))
+
+    def _suggestion(self, message: str) -> str:
+        """'; did you mean --limit?' for a mistyped option (argparse only lists what it did not know)."""
+        import difflib
+
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        unknown = [word.split("=")[0] for word in message.split(":", 1)[1].split() if word.startswith("--")]
+        close = difflib.get_close_matches(unknown[0], list(self._option_string_actions), n=1) if unknown else []
+        return f"; did you mean {close[0]}?" if close else ""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -206,6 +206,8 @@ def test_resume_with_different_config_is_refused(model_dir, suite_file, tmp_path
         (["--balance", "true", "--suite", "facts"], "--balance applies to generated suites (needle) only"),
         (["--absent", "9"], "--absent must be an integer in [0, 8], got 9"),
         (["--density-sweep", "0"], "--density-sweep values must be numbers in (0, 1]"),
+        (["--limt", "3"], "unrecognized arguments: --limt 3; did you mean --limit?"),
+        (["--k-atack=4"], "unrecognized arguments: --k-atack=4; did you mean --k-attack?"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(model_dir, suite_file, tmp_path, extra, message):
