@@ -120,6 +120,8 @@ def _board_warnings(boards: list[dict], tolerance: float) -> list[str]:
 
 
 def _write(site: dict, details: list[dict], flip_rows: dict, out: Path) -> list[Path]:
+    from tqdm.auto import tqdm
+
     from harness.report import flip_page
 
     from . import plots, render_data, render_html, render_md
@@ -136,7 +138,8 @@ def _write(site: dict, details: list[dict], flip_rows: dict, out: Path) -> list[
         path = out / detail["page"]
         path.write_text(render_html.render_entry(detail, site["boards"]), encoding="utf-8")
         written.append(path)
-    for name, (row, run, entry_slug) in flip_rows.items():
+    pages = tqdm(flip_rows.items(), desc="flip pages", unit="page", disable=None)  # a bar on a terminal only
+    for name, (row, run, entry_slug) in pages:
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(flip_page(row, run, back=f"../../entries/{entry_slug}.html"), encoding="utf-8")
