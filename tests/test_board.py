@@ -168,7 +168,7 @@ def test_a_context_budget_below_one_exits_2_with_one_line(model_dir, tmp_path, f
     assert done.stderr.count("\n") == 1 and "--contexts must be an integer >= 1" in done.stderr, done.stderr
 
 
-def test_the_printed_build_command_builds_the_cells_at_the_boards_densities(board_run, tmp_path):
+def test_the_printed_build_command_builds_the_cells_at_the_boards_densities(board_run, model_dir, tmp_path, capsys):
     from harness.board.__main__ import build_command
     from harness.board.spec import load_board
 
@@ -180,6 +180,14 @@ def test_the_printed_build_command_builds_the_cells_at_the_boards_densities(boar
     site = json.loads((board_run / "leaderboard" / "leaderboard.json").read_text())
     assert [t["density"] for t in site["boards"][0]["tables"]] == [0.2, 0.5]
     assert {e["method"] for e in site["entries"]} == set(METHODS)
+    # a finished board's pass says what the leaderboard will say of its model's accuracy
+    model = site["boards"][0]["models"][0]
+    capsys.readouterr()
+    assert board_main([str(board_file(tmp_path, model_dir, out=str(board_run)))]) == 0
+    expected = (f"{model_dir} on needle: full attention right on {model['correct']}/{model['n']} items "
+                f"({model['accuracy']:.0%}); the leaderboard's bar is 70%")
+    printed = [line for line in capsys.readouterr().out.splitlines() if "full attention right on" in line]
+    assert printed == [expected + ("" if model["admitted"] else ": below it, the board lists this model as skipped")]
 
 
 def test_dry_run_lists_every_cell_command(model_dir, tmp_path, capsys):

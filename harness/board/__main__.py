@@ -46,6 +46,27 @@ def parse(argv):
     return args
 
 
+def accuracy_lines(board, plans) -> list[str]:
+    """Per model: how many of the scored items full attention answers right, against the
+    leaderboard's bar (`leaderboard.boards.model_accuracy` over the same rows), so a board
+    whose model will be listed as skipped says so when it ends, not when it is built."""
+    from leaderboard.boards import MIN_ACCURACY
+    from tasks.outcomes import FULL
+
+    right: dict[str, dict[str, bool]] = {}
+    for plan in plans:
+        for row in plan.rows:
+            right.setdefault(plan.cell.model, {}).setdefault(row.item_id, row.natural[FULL].correct)
+    lines = []
+    for model, items in right.items():
+        correct = sum(items.values())
+        below = correct / len(items) < MIN_ACCURACY  # as the leaderboard admits a model
+        lines.append(f"{model} on {board.suite}: full attention right on {correct}/{len(items)} items "
+                     f"({correct / len(items):.0%}); the leaderboard's bar is {MIN_ACCURACY:.0%}"
+                     + (": below it, the board lists this model as skipped" if below else ""))
+    return lines
+
+
 def build_command(board) -> str:
     """The `leaderboard build` command that reads this board's cells at the board's densities."""
     from leaderboard.cli import DEFAULT_DENSITIES
@@ -76,6 +97,8 @@ def main(argv=None) -> int:
         plans = run_board(board, args.executor, args.workers, args.ray_address, args.contexts)
         for plan in plans:
             print(f"{plan.cell.out}: {len(plan.rows)} rows")
+        for line in accuracy_lines(board, plans):
+            print(line)
         print(f"build the board: {build_command(board)}")
 
     return command("harness.board", body,
