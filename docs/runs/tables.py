@@ -14,6 +14,8 @@
         # and adversarial, and whether the attacked prompt flips at the clean prompt's k
     .venv/bin/python docs/runs/tables.py transfer ATTACK_CELL NULL_CELL   # per target method: how often the
         # attack's tokens and the null's insertions (same source, same items) flip it, paired (Holm)
+    .venv/bin/python docs/runs/tables.py pooled ATTACK_CELL NULL_CELL [ATTACK_CELL NULL_CELL ...]   # attack
+        # success against its null per source and pooled over sources (contexts resampled)
 
 Every number is recomputed from results.jsonl (harness.results.read_rows, the one
 reader); intervals are Wilson 95% (harness.results.intervals.wilson). Outcome classes at another
@@ -439,6 +441,36 @@ def transfer(attack_cell: str, null_cell: str) -> None:
               f"{test.b10} : {test.b01} | {test.p:.3g} | {p:.3g} |")
 
 
+def pooled(cells: list[str]) -> None:
+    """Attack success of several sources against their nulls (pairs ATTACK_CELL NULL_CELL), on
+    the items each pair counts in both, per source and pooled. The sources attack the same
+    contexts, so the pooled interval resamples contexts with every source's items in them; no
+    McNemar p for the pool, whose pairs are not independent."""
+    from harness.results import SKIPPED
+    from harness.results.intervals import paired_difference
+
+    if len(cells) < 2 or len(cells) % 2:
+        sys.exit("tables.py pooled: give pairs ATTACK_CELL NULL_CELL")
+    print("| source | n (contexts) | attack | null | difference, cluster 95% | discordant attack-only : null-only | McNemar p |")
+    print("|---|---:|---|---|---|---|---:|")
+    a_all, b_all, c_all = [], [], []
+    for attack_cell, null_cell in zip(cells[::2], cells[1::2]):
+        attack = {r.item_id: r for r in rows_of(attack_cell) if r.status != SKIPPED}
+        null = {r.item_id: r for r in rows_of(null_cell) if r.status != SKIPPED}
+        ids = sorted(set(attack) & set(null))
+        a, b = [bool(attack[i].success) for i in ids], [bool(null[i].success) for i in ids]
+        clusters = [(attack[i].needle or {}).get("group") or i for i in ids]
+        test = paired_difference(a, b, clusters)
+        cfg = config_of(attack_cell)
+        print(f"| {cfg['method']} ({cfg['attack']} vs {config_of(null_cell)['attack']}) | {len(ids)} ({test.clusters}) | "
+              f"{sum(a)} | {sum(b)} | {test.diff:+.3f} [{test.low:+.2f}, {test.high:+.2f}] | {test.b10} : {test.b01} | "
+              f"{test.p:.3g} |")
+        a_all, b_all, c_all = a_all + a, b_all + b, c_all + clusters
+    test = paired_difference(a_all, b_all, c_all)
+    print(f"| pooled | {len(a_all)} ({test.clusters}) | {sum(a_all)} | {sum(b_all)} | {test.diff:+.3f} "
+          f"[{test.low:+.2f}, {test.high:+.2f}] | {test.b10} : {test.b01} | - |")
+
+
 if __name__ == "__main__":
     kind, *args = sys.argv[1:]
     if kind == "protocol":
@@ -458,5 +490,8 @@ if __name__ == "__main__":
         minimal_k(args[0])
     elif kind == "transfer":
         transfer(args[0], args[1])
+    elif kind == "pooled":
+        pooled(args)
     else:
-        sys.exit(f"unknown table {kind!r}: needle, sink, outcomes, grid, fidelity, minimal-k, protocol or transfer")
+        sys.exit(f"unknown table {kind!r}: needle, sink, outcomes, grid, fidelity, minimal-k, protocol, transfer "
+                 "or pooled")
