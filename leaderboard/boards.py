@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 
 from harness.results import with_added_defaults
+from harness.results.board_rules import MIN_ACCURACY
 from harness.results.intervals import holm, paired_difference
 from tasks.outcomes import FULL
 
@@ -30,7 +31,6 @@ from .aggregate import RESERVATION_KEYS, at_density
 NULL_METHODS = ("drop-one", "random", "random-evict")
 NULL_ATTACKS = ("filler", "far")
 NATURAL = "none"
-MIN_ACCURACY = 0.7
 
 
 def slug(text: str) -> str:

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.cli import command
+from harness.results.board_rules import DEFAULT_DENSITIES
 
 from .aggregate import at_density, entries
 from .boards import MIN_ACCURACY, NULL_ATTACKS, build_boards, identities
@@ -22,8 +23,8 @@ from .runs import load_runs
 
 DEFAULT_TITLE = "flipbench boards: which sparse attention keeps its answers"
 OUTPUTS = ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "index.html")
-# Compare at equal compute: these shares of the causal key blocks at the answer, ± 0.025.
-DEFAULT_DENSITIES = (0.05, 0.1, 0.2)
+# Compare at equal compute: DEFAULT_DENSITIES (harness.results.board_rules) of the causal key
+# blocks at the answer, ± 0.025.
 DEFAULT_TOLERANCE = 0.025
 
 

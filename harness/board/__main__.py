@@ -50,7 +50,7 @@ def accuracy_lines(board, plans) -> list[str]:
     """Per model: how many of the scored items full attention answers right, against the
     leaderboard's bar (`leaderboard.boards.model_accuracy` over the same rows), so a board
     whose model will be listed as skipped says so when it ends, not when it is built."""
-    from leaderboard.boards import MIN_ACCURACY
+    from harness.results.board_rules import MIN_ACCURACY
     from tasks.outcomes import FULL
 
     right: dict[str, dict[str, bool]] = {}
@@ -69,7 +69,7 @@ def accuracy_lines(board, plans) -> list[str]:
 
 def build_command(board) -> str:
     """The `leaderboard build` command that reads this board's cells at the board's densities."""
-    from leaderboard.cli import DEFAULT_DENSITIES
+    from harness.results.board_rules import DEFAULT_DENSITIES
 
     densities = "" if tuple(board.densities) == DEFAULT_DENSITIES else \
         " --densities " + ",".join(f"{d:g}" for d in board.densities)

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UsageError
+from harness.results.board_rules import DEFAULT_DENSITIES
 from harness.yaml_file import read_mapping
 
 KEYS = {"out", "models", "suite", "densities", "methods", "attacks", "options", "transfer"}
 REQUIRED = ("out", "models", "methods")
-DEFAULT_DENSITIES = (0.05, 0.1, 0.2)
 # Options the board sets per cell; a board's `options` may not set them.
 CELL_OPTIONS = {"model", "method", "method_options", "attack", "density_sweep", "k_attack", "k_sweep", "out",
                 "suite", "workers", "ray_address"}
