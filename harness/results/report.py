@@ -96,24 +96,22 @@ def render(run_dir: Path) -> str:
     read = read_rows(run_dir / "results.jsonl")
     if read.torn:
         print(f"harness.results.report: warning: {read.torn}", file=sys.stderr)
+    context = cfg["context"] if cfg["context"] == "none" else f"{cfg['context']} ({cfg['context_tokens']} tokens)"
+    setup = (f"b_q={cfg['block_q']}, b_k={cfg['block_k']}, dense layers={cfg['dense_layers']}, "
+             f"{{adv}}context={context}, seed={cfg['seed']}, suite={cfg['suite']}, "
+             f"full margin={cfg.get('full_margin', 0.0)}.")
     if cfg["attack"] == "none":
-        context = cfg["context"] if cfg["context"] == "none" else f"{cfg['context']} ({cfg['context_tokens']} tokens)"
         return "\n".join([f"Run `{run_dir}`: model `{cfg['model']}`, method `{cfg['method']}`, no attack, "
-                          f"b_q={cfg['block_q']}, b_k={cfg['block_k']}, dense layers={cfg['dense_layers']}, "
-                          f"context={context}, seed={cfg['seed']}, suite={cfg['suite']}, full margin="
-                          f"{cfg.get('full_margin', 0.0)}.", ""] + _natural_table(read.rows, cfg)
+                          + setup.format(adv=""), ""] + _natural_table(read.rows, cfg)
                          + _needle_lines(read.rows, cfg["k_attack"]))
     k_attack = cfg["k_attack"]
     ks = sorted(cfg["k_sweep"], reverse=True)
-    context = cfg["context"] if cfg["context"] == "none" else f"{cfg['context']} ({cfg['context_tokens']} tokens)"
     header = ["Question", "Vanilla probs", f"Sparse probs (k={k_attack})"]
     header += ["Full (adv)"] + [f"k={k}" + (" (attack)" if k == k_attack else "") for k in ks]
     header += ["Adv tokens", "Steps", "Outcome"]
     lines = [
         f"Run `{run_dir}`: model `{cfg['model']}`, method `{cfg['method']}`, attack `{cfg['attack']}`, "
-        f"k_attack={k_attack}, b_q={cfg['block_q']}, b_k={cfg['block_k']}, dense layers={cfg['dense_layers']}, "
-        f"n_adv={cfg['n_adv']}, context={context}, seed={cfg['seed']}, suite={cfg['suite']}, "
-        f"full margin={cfg.get('full_margin', 0.0)}.",
+        f"k_attack={k_attack}, " + setup.format(adv=f"n_adv={cfg['n_adv']}, "),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
