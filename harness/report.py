@@ -13,6 +13,7 @@ leaderboard links the same page from an entry's page. No torch: the page only re
 from __future__ import annotations
 
 import argparse
+import difflib
 import html
 import sys
 from pathlib import Path
@@ -156,11 +157,22 @@ def item_row(run_dir: Path, item_id: str) -> ResultRow:
         raise UsageError(f"{run_dir} has an unreadable result ({exc})") from None
     row = next((r for r in rows if r.item_id == item_id), None)
     if row is None:
-        raise UsageError(f"{run_dir} has no item {item_id!r}")
+        close = difflib.get_close_matches(item_id, [r.item_id for r in rows], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UsageError(f"{run_dir} has no item {item_id!r}{hint} {_pictured(rows)}")
     if not row.picture:
         raise UsageError(f"item {item_id!r} of {run_dir} has no picture (pictures are recorded for flipped items "
-                         "by runs of this release)")
+                         f"by runs of this release); {_pictured(rows)}")
     return row
+
+
+def _pictured(rows: list[ResultRow]) -> str:
+    """Which items of a run have a flip page, so a user who guessed an id can pick one."""
+    ids = [r.item_id for r in rows if r.picture]
+    if not ids:
+        return "(none of its items has a picture)"
+    more = f" and {len(ids) - 3} more" if len(ids) > 3 else ""
+    return f"(items with a picture: {', '.join(ids[:3])}{more})"
 
 
 def main(argv=None) -> int:

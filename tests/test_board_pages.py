@@ -135,8 +135,12 @@ def test_harness_report_writes_the_same_flip_page_and_refuses_rows_without_one(s
     assert report_main([str(run), "--item", "item-003", "--html"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "item-003" in err[0] and "no picture" in err[0]
+    assert "items with a picture: item-000" in err[0]  # the user learns an id that works
     assert report_main([str(run), "--item", "nope", "--html"]) == 2
-    assert "no item 'nope'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no item 'nope'" in err and "did you mean" not in err and "items with a picture: item-000" in err
+    assert report_main([str(run), "--item", "item-0000", "--html"]) == 2
+    assert "no item 'item-0000'; did you mean 'item-000'?" in capsys.readouterr().err
     assert report_main([str(run)]) == 0  # without --item: the run's summary table (harness.results.report)
     assert capsys.readouterr().out.startswith(f"Run `{run}`: model `smollm2-135m`")
 
