@@ -452,6 +452,19 @@ def test_report_renders_runs_with_absent_needle_questions():
     assert absent[0]["question"] in table and table.count("\n| ") == 1 + len(read_rows(run))
 
 
+@pytest.mark.parametrize("run", ["make-run-fresh-clone", "board-facts-qwen2.5-1.5b/qwen2.5-1.5b__hip__none"])
+def test_report_names_a_suite_file_whose_path_has_braces(run, tmp_path):
+    """The set-up line is plain text: a suite path like `suites/my{x}.yaml` is printed as is."""
+    copy = tmp_path / "run"
+    for name in ("manifest.json", "results.jsonl"):
+        (copy / name).parent.mkdir(exist_ok=True)
+        (copy / name).write_text((ROOT / "docs" / "runs" / run / name).read_text())
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["config"]["suite"] = "suites/my{x}.yaml"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert "suite=suites/my{x}.yaml, full margin=" in render(copy).splitlines()[0]
+
+
 def test_report_of_a_natural_run_has_no_attack_columns_and_gives_each_items_outcome():
     """A board's natural cell (--attack none, --density-sweep): one column per density, each item
     read at its own k, and the natural outcome at k_attack instead of "attack failed"."""

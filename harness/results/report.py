@@ -90,19 +90,23 @@ def _natural_table(rows: list[ResultRow], cfg: dict) -> list[str]:
                     "breakdown (neither is), as defined in docs/results-schema.md; strict + breakdown = flips."]
 
 
+def _setup(cfg: dict, adv: str = "") -> str:
+    """The run's set-up sentence, shared by natural and attacked reports (`adv`: the attack's
+    insertion size, empty for natural runs)."""
+    context = cfg["context"] if cfg["context"] == "none" else f"{cfg['context']} ({cfg['context_tokens']} tokens)"
+    return (f"b_q={cfg['block_q']}, b_k={cfg['block_k']}, dense layers={cfg['dense_layers']}, {adv}"
+            f"context={context}, seed={cfg['seed']}, suite={cfg['suite']}, full margin={cfg.get('full_margin', 0.0)}.")
+
+
 def render(run_dir: Path) -> str:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     cfg = manifest["config"]
     read = read_rows(run_dir / "results.jsonl")
     if read.torn:
         print(f"harness.results.report: warning: {read.torn}", file=sys.stderr)
-    context = cfg["context"] if cfg["context"] == "none" else f"{cfg['context']} ({cfg['context_tokens']} tokens)"
-    setup = (f"b_q={cfg['block_q']}, b_k={cfg['block_k']}, dense layers={cfg['dense_layers']}, "
-             f"{{adv}}context={context}, seed={cfg['seed']}, suite={cfg['suite']}, "
-             f"full margin={cfg.get('full_margin', 0.0)}.")
     if cfg["attack"] == "none":
         return "\n".join([f"Run `{run_dir}`: model `{cfg['model']}`, method `{cfg['method']}`, no attack, "
-                          + setup.format(adv=""), ""] + _natural_table(read.rows, cfg)
+                          + _setup(cfg), ""] + _natural_table(read.rows, cfg)
                          + _needle_lines(read.rows, cfg["k_attack"]))
     k_attack = cfg["k_attack"]
     ks = sorted(cfg["k_sweep"], reverse=True)
@@ -111,7 +115,7 @@ def render(run_dir: Path) -> str:
     header += ["Adv tokens", "Steps", "Outcome"]
     lines = [
         f"Run `{run_dir}`: model `{cfg['model']}`, method `{cfg['method']}`, attack `{cfg['attack']}`, "
-        f"k_attack={k_attack}, " + setup.format(adv=f"n_adv={cfg['n_adv']}, "),
+        f"k_attack={k_attack}, " + _setup(cfg, f"n_adv={cfg['n_adv']}, "),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
