@@ -114,6 +114,7 @@ def test_an_interrupted_board_resumes_to_the_same_files(model_dir, tmp_path, boa
     ({"methods": ["stream", "stream"]}, "listed twice"),
     ({"attacks": [{"name": "random", "methods": ["hip"]}]}, "attack random: methods lists 'hip', which is not a method"),
     ({"attacks": [{"name": "random", "methods": [3]}]}, "random: methods must list method labels"),
+    ({"attacks": [{"name": "random", "density": 0.3}]}, "attack random: density 0.3 is not one of the board's densities (0.2, 0.5)"),
 ])
 def test_bad_board_files_exit_2_with_one_line(model_dir, tmp_path, change, message):
     path = board_file(tmp_path, model_dir, **change)

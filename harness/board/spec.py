@@ -200,6 +200,12 @@ def load_board(path: str) -> BoardSpec:
         if unknown:
             raise UsageError(f"board file {path}: attack {attack.name}: methods lists {unknown[0]!r}, which is not "
                              f"a method of this board ({', '.join(labels)})")
+        if attack.density is not None and not any(abs(attack.density - d) < 1e-9 for d in densities):
+            # The board ranks and transfers at its densities; a search at another one would
+            # report a success no board row can show.
+            raise UsageError(f"board file {path}: attack {attack.name}: density {attack.density:g} is not one of "
+                             f"the board's densities ({', '.join(f'{d:g}' for d in sorted(densities))}); "
+                             f"add it to densities or search at one of them")
     spec = BoardSpec(path=str(path), out=Path(str(data["out"])), models=tuple(models),
                      suite=str(data.get("suite", "needle")), densities=tuple(sorted(float(d) for d in densities)),
                      methods=tuple(methods), attacks=tuple(sorted(attacks, key=lambda a: a.name != "none")),
