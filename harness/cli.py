@@ -22,7 +22,8 @@ def command(prog: str, body: Callable[[], int | None], interrupted: str = "inter
     try:
         return body() or 0
     except errors as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        # One line even when the message quotes a library's multi-line error (e.g. the hub's).
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\n{prog}: {interrupted}", file=sys.stderr)

@@ -489,6 +489,17 @@ def test_report_of_a_natural_run_has_no_attack_columns_and_gives_each_items_outc
         assert cells[-1].rstrip(" |") == expected[row["natural_outcomes"][str(row["k_attack"])]["class"]]
 
 
+def test_a_model_that_cannot_be_fetched_is_one_line_even_when_the_hub_error_spans_several(tmp_path):
+    """The hub's OSError quotes several lines; the user still gets `PROG: error: ...` on one."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, "-m", "harness.run", "--model", "nobody/no-such-model",
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert done.returncode == 2
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("harness.run: error: Could not load 'nobody/no-such-model'"), done.stderr
+    assert "Cause: OSError" in last and "error" not in done.stderr.replace(last, ""), done.stderr
+
+
 def test_a_reader_that_stops_early_ends_a_command_without_a_traceback():
     """`python -m harness.report RUN | head`: the command stops quietly when its reader is gone
     (output larger than the pipe's buffer, so the write itself fails)."""
