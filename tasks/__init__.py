@@ -6,7 +6,7 @@ from .items import TaskItem
 from .prompts import PromptParts, build_prompt
 from .needle import needle_items
 from .prompts import needle_token_span
-from .suites import SuiteError, available_suites, load_suite, needs_tokenizer
+from .suites import SuiteError, available_suites, check_suite, load_suite, needs_tokenizer
 
 __all__ = [
     "AnswerSets",
@@ -18,6 +18,7 @@ __all__ = [
     "available_suites",
     "build_context",
     "build_prompt",
+    "check_suite",
     "load_suite",
     "needle_items",
     "needle_token_span",

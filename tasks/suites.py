@@ -211,9 +211,24 @@ def load_suite(name_or_path: str, limit: int | None = None, *, tokenizer=None, c
         items = load_hf(name, limit)
     elif Path(name).is_file():
         items = load_file(Path(name))
-    elif Path(name).suffix.lower() in FORMATS:
-        raise SuiteError(f"{name}: no such suite file")
     else:
-        raise SuiteError(f"{unknown_name_message('suite', name, available_suites())}; "
-                         f"or give a {'/'.join(FORMATS)} file or hf:<name>[:<config>]:<split>")
+        raise _no_such_suite(name)
     return items[:limit] if limit is not None else items
+
+
+def check_suite(name_or_path: str) -> None:
+    """Raise the SuiteError `load_suite` would, without a tokenizer or the Hub: a board checks
+    its suite before it spends a model load (a suite file is read and validated in full)."""
+    name = str(name_or_path)
+    if name in GENERATED or name in SUITES or name.startswith("hf:"):
+        return
+    if not Path(name).is_file():
+        raise _no_such_suite(name)
+    load_file(Path(name))
+
+
+def _no_such_suite(name: str) -> SuiteError:
+    if Path(name).suffix.lower() in FORMATS:
+        return SuiteError(f"{name}: no such suite file")
+    return SuiteError(f"{unknown_name_message('suite', name, available_suites())}; "
+                      f"or give a {'/'.join(FORMATS)} file or hf:<name>[:<config>]:<split>")

@@ -124,6 +124,24 @@ def test_bad_board_files_exit_2_with_one_line(model_dir, tmp_path, change, messa
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("suite,message", [
+    ("neddle", "unknown suite 'neddle'; did you mean 'needle'"),
+    ("{tmp}/missing.jsonl", "missing.jsonl: no such suite file"),
+    ("{tmp}/bad.jsonl", "bad.jsonl, line 1: missing field 'answer'"),
+])
+def test_a_bad_suite_stops_the_board_before_any_model_loads(tmp_path, suite, message):
+    """Even --dry-run, which loads no model, rejects it: the check runs when the file is read."""
+    (tmp_path / "bad.jsonl").write_text('{"question": "Is it?"}\n')
+    board = {"out": str(tmp_path / "board"), "models": ["no-such-model-dir"],
+             "suite": suite.format(tmp=tmp_path), "densities": [0.1], "methods": ["stream"]}
+    path = tmp_path / "board.yaml"
+    path.write_text(yaml.safe_dump(board))
+    done = subprocess.run([sys.executable, "-m", "harness.board", str(path), "--dry-run"], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
 def test_an_attack_restricted_to_one_source_still_transfers_to_every_method(model_dir, tmp_path, board_run):
     """`methods` on an attack runs it against those methods only; their cells, rows and
     transfer records (targets: every method of the board, and full attention) equal the

@@ -29,6 +29,7 @@ from pathlib import Path
 from harness.errors import UsageError
 from harness.results.board_rules import DEFAULT_DENSITIES
 from harness.yaml_file import read_mapping
+from tasks import SuiteError, check_suite
 
 KEYS = {"out", "models", "suite", "densities", "methods", "attacks", "options", "transfer"}
 REQUIRED = ("out", "models", "methods")
@@ -206,8 +207,13 @@ def load_board(path: str) -> BoardSpec:
             raise UsageError(f"board file {path}: attack {attack.name}: density {attack.density:g} is not one of "
                              f"the board's densities ({', '.join(f'{d:g}' for d in sorted(densities))}); "
                              f"add it to densities or search at one of them")
+    suite = str(data.get("suite", "needle"))
+    try:
+        check_suite(suite)  # now, not after the first model has loaded
+    except SuiteError as exc:
+        raise UsageError(f"board file {path}: {exc}") from None
     spec = BoardSpec(path=str(path), out=Path(str(data["out"])), models=tuple(models),
-                     suite=str(data.get("suite", "needle")), densities=tuple(sorted(float(d) for d in densities)),
+                     suite=suite, densities=tuple(sorted(float(d) for d in densities)),
                      methods=tuple(methods), attacks=tuple(sorted(attacks, key=lambda a: a.name != "none")),
                      options=tuple(sorted(options.items())), transfer=transfer)
     _check_cells(spec)
