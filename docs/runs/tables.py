@@ -405,23 +405,26 @@ def minimal_k(run: str) -> None:
           f"adversarial k larger than clean on {moved}/{len(rows)}")
 
 
+def transfer_records(cell: str) -> dict:
+    """target label -> item id -> (flipped, cluster), over the items confident under the target."""
+    from leaderboard.transfer import FLIPS, read_transfer, short_labels
+
+    lines = read_transfer(Path(cell) / "transfer.jsonl")
+    short = short_labels(lines, "target")  # a method's settings only where two of it are targets
+    out = {}
+    for r in lines:
+        if r["confident"]:
+            out.setdefault(short[r["target"]], {})[r["item_id"]] = (r["outcome"] in FLIPS, r["cluster"])
+    return out
+
+
 def transfer(attack_cell: str, null_cell: str) -> None:
     """A board's transfer records (transfer.jsonl) of an attacked cell against its null's: per
     target, flips among the items confident in both, cluster intervals, the paired difference
     (McNemar, Holm over the targets)."""
     from harness.results.intervals import cluster_bootstrap, holm, paired_difference
-    from leaderboard.transfer import FLIPS, read_transfer, short_labels
 
-    def records(cell):
-        lines = read_transfer(Path(cell) / "transfer.jsonl")
-        short = short_labels(lines, "target")  # a method's settings only where two of it are targets
-        out = {}
-        for r in lines:
-            if r["confident"]:
-                out.setdefault(short[r["target"]], {})[r["item_id"]] = (r["outcome"] in FLIPS, r["cluster"])
-        return out
-
-    attack, null = records(attack_cell), records(null_cell)
+    attack, null = transfer_records(attack_cell), transfer_records(null_cell)
     names = (config_of(attack_cell)["attack"], config_of(null_cell)["attack"])
     targets = sorted(set(attack) & set(null), key=lambda t: (t != "full", t))
     tests = []
@@ -471,6 +474,40 @@ def pooled(cells: list[str]) -> None:
           f"[{test.low:+.2f}, {test.high:+.2f}] | {test.b10} : {test.b01} | - |")
 
 
+def pooled_transfer(cells: list[str]) -> None:
+    """Transfer pooled over sources (pairs ATTACK_CELL NULL_CELL): per target, each source's
+    tokens against its null's on the items confident in both, the source's own method left out
+    (that is its attack success, not transfer). The sources share contexts, so intervals
+    resample contexts with every source's items in them, and there is no McNemar p; beside the
+    95% interval, a simultaneous one over the targets (Bonferroni: level 1 - 0.05 / targets)."""
+    from harness.results.intervals import paired_difference
+
+    if len(cells) < 2 or len(cells) % 2:
+        sys.exit("tables.py pooled-transfer: give pairs ATTACK_CELL NULL_CELL")
+    pooled = {}
+    for attack_cell, null_cell in zip(cells[::2], cells[1::2]):
+        source = config_of(attack_cell)["method"]
+        attack, null = transfer_records(attack_cell), transfer_records(null_cell)
+        for t in set(attack) & set(null) - {source}:
+            flips_a, flips_b, clusters, sources = pooled.setdefault(t, ([], [], [], set()))
+            for i in sorted(set(attack[t]) & set(null[t])):
+                flips_a.append(attack[t][i][0])
+                flips_b.append(null[t][i][0])
+                clusters.append(attack[t][i][1] or i)
+                sources.add(source)
+    targets = sorted(pooled, key=lambda t: (t != "full", t))
+    level = 1 - 0.05 / len(targets)
+    print(f"| target | pairs (contexts) | sources | attack flips | null flips | difference, cluster 95% | "
+          f"simultaneous {100 * level:.2f}% |")
+    print("|---|---:|---:|---:|---:|---|---|")
+    for t in targets:
+        a, b, clusters, sources = pooled[t]
+        test = paired_difference(a, b, clusters, n_boot=20000)
+        wide = paired_difference(a, b, clusters, n_boot=20000, level=level)
+        print(f"| {t} | {len(a)} ({test.clusters}) | {len(sources)} | {sum(a)} | {sum(b)} | "
+              f"{test.diff:+.3f} [{test.low:+.2f}, {test.high:+.2f}] | [{wide.low:+.2f}, {wide.high:+.2f}] |")
+
+
 if __name__ == "__main__":
     kind, *args = sys.argv[1:]
     if kind == "protocol":
@@ -492,6 +529,8 @@ if __name__ == "__main__":
         transfer(args[0], args[1])
     elif kind == "pooled":
         pooled(args)
+    elif kind == "pooled-transfer":
+        pooled_transfer(args)
     else:
-        sys.exit(f"unknown table {kind!r}: needle, sink, outcomes, grid, fidelity, minimal-k, protocol, transfer "
-                 "or pooled")
+        sys.exit(f"unknown table {kind!r}: needle, sink, outcomes, grid, fidelity, minimal-k, protocol, transfer, "
+                 "pooled or pooled-transfer")
