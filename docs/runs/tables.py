@@ -489,12 +489,14 @@ def pooled_transfer(cells: list[str]) -> None:
         source = config_of(attack_cell)["method"]
         attack, null = transfer_records(attack_cell), transfer_records(null_cell)
         for t in set(attack) & set(null) - {source}:
+            ids = sorted(set(attack[t]) & set(null[t]))
+            if not ids:
+                continue
             flips_a, flips_b, clusters, sources = pooled.setdefault(t, ([], [], [], set()))
-            for i in sorted(set(attack[t]) & set(null[t])):
-                flips_a.append(attack[t][i][0])
-                flips_b.append(null[t][i][0])
-                clusters.append(attack[t][i][1] or i)
-                sources.add(source)
+            flips_a += [attack[t][i][0] for i in ids]
+            flips_b += [null[t][i][0] for i in ids]
+            clusters += [attack[t][i][1] or i for i in ids]
+            sources.add(source)
     targets = sorted(pooled, key=lambda t: (t != "full", t))
     level = 1 - 0.05 / len(targets)
     print(f"| target | pairs (contexts) | sources | attack flips | null flips | difference, cluster 95% | "
