@@ -45,3 +45,24 @@ def test_pooled_transfer_sums_each_source_without_its_own_method():
         low, high = (float(x) for x in interval.rstrip("]").split(", "))
         wide_low, wide_high = (float(x) for x in cols[6].strip(" |[]").split(", "))
         assert wide_low <= low <= float(diff) <= high <= wide_high  # the simultaneous interval is wider
+
+
+def write_cell(path: Path, attack: str, flips: dict) -> Path:
+    """A minimal attacked cell whose source is snapkv (default settings): transfer records for
+    targets given as {(method, settings as a tuple of pairs): flipped}, one item."""
+    path.mkdir()
+    (path / "manifest.json").write_text(json.dumps({"config": {"method": "snapkv", "attack": attack}}))
+    lines = [{"item_id": "i0", "cluster": "c0", "source": {"method": "snapkv", "settings": {}, "density": 0.1},
+              "target": {"method": method, "settings": dict(settings), "density": 0.1}, "confident": True,
+              "outcome": "strict" if flipped else "kept"} for (method, settings), flipped in flips.items()]
+    (path / "transfer.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_pooled_transfer_leaves_out_every_setting_of_the_source_method(tmp_path):
+    targets = {("snapkv", ()): True, ("snapkv", (("window", 8),)): True, ("h2o", ()): False, ("full", ()): False}
+    cells = [write_cell(tmp_path / "attack", "random", targets), write_cell(tmp_path / "null", "filler", targets)]
+    done = subprocess.run([sys.executable, "docs/runs/tables.py", "pooled-transfer", *map(str, cells)],
+                          capture_output=True, text=True, cwd=ROOT, check=True)
+    listed = {line.split(" | ")[0].strip("| ") for line in done.stdout.splitlines()[2:]}
+    assert listed == {"full", "h2o"}

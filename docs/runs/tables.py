@@ -405,15 +405,16 @@ def minimal_k(run: str) -> None:
           f"adversarial k larger than clean on {moved}/{len(rows)}")
 
 
-def transfer_records(cell: str) -> dict:
-    """target label -> item id -> (flipped, cluster), over the items confident under the target."""
+def transfer_records(cell: str, leave_out: str | None = None) -> dict:
+    """target label -> item id -> (flipped, cluster), over the items confident under the target;
+    every target of the method `leave_out` is left out, whatever its settings."""
     from leaderboard.transfer import FLIPS, read_transfer, short_labels
 
     lines = read_transfer(Path(cell) / "transfer.jsonl")
     short = short_labels(lines, "target")  # a method's settings only where two of it are targets
     out = {}
     for r in lines:
-        if r["confident"]:
+        if r["confident"] and r["target_name"] != leave_out:
             out.setdefault(short[r["target"]], {})[r["item_id"]] = (r["outcome"] in FLIPS, r["cluster"])
     return out
 
@@ -477,7 +478,7 @@ def pooled(cells: list[str]) -> None:
 def pooled_transfer(cells: list[str]) -> None:
     """Transfer pooled over sources (pairs ATTACK_CELL NULL_CELL): per target, each source's
     tokens against its null's on the items confident in both, the source's own method left out
-    (that is its attack success, not transfer). The sources share contexts, so intervals
+    with all its settings (that is its attack success, not transfer). The sources share contexts, so intervals
     resample contexts with every source's items in them, and there is no McNemar p; beside the
     95% interval, a simultaneous one over the targets (Bonferroni: level 1 - 0.05 / targets)."""
     from harness.results.intervals import paired_difference
@@ -487,8 +488,8 @@ def pooled_transfer(cells: list[str]) -> None:
     pooled = {}
     for attack_cell, null_cell in zip(cells[::2], cells[1::2]):
         source = config_of(attack_cell)["method"]
-        attack, null = transfer_records(attack_cell), transfer_records(null_cell)
-        for t in set(attack) & set(null) - {source}:
+        attack, null = transfer_records(attack_cell, source), transfer_records(null_cell, source)
+        for t in set(attack) & set(null):
             ids = sorted(set(attack[t]) & set(null[t]))
             if not ids:
                 continue
