@@ -478,9 +478,10 @@ def pooled(cells: list[str]) -> None:
 def pooled_transfer(cells: list[str]) -> None:
     """Transfer pooled over sources (pairs ATTACK_CELL NULL_CELL): per target, each source's
     tokens against its null's on the items confident in both, the source's own method left out
-    with all its settings (that is its attack success, not transfer). The sources share contexts, so intervals
-    resample contexts with every source's items in them, and there is no McNemar p; beside the
-    95% interval, a simultaneous one over the targets (Bonferroni: level 1 - 0.05 / targets)."""
+    under all its settings (that is its attack success, not transfer). The sources share
+    contexts, so intervals resample contexts with every source's items in them, and there is no
+    McNemar p; beside the 95% interval, a simultaneous one over the targets (Bonferroni: level
+    1 - 0.05 / targets)."""
     from harness.results.intervals import paired_difference
 
     if len(cells) < 2 or len(cells) % 2:
