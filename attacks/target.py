@@ -6,7 +6,9 @@ prefix is long (template head + context) and identical for every candidate, so i
 is run once per attention mode and its KV cache is reused. The cache is cut at a
 multiple of `block_q`: the query blocks after the cut are then exactly the blocks
 of the uncached pass, so sparse selections are identical with and without the
-cache. Each mode (full attention, or sparse at some k) has its own prefix cache
+cache (except where a method draws per forward by design: MInference's estimate from
+the current queries, the random nulls' noise; a candidate's selection never depends
+on its batch position). Each mode (full attention, or sparse at some k) has its own prefix cache
 because sparse attention changes the prefix's hidden states too; kv-cache methods
 are the exception: the prefix lies in their compressed region, whose prefill is
 dense, so they continue the full-attention prefix (with its per-layer queries,

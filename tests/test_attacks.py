@@ -9,7 +9,8 @@ from tiny_models import tiny_model, tiny_tokenizer
 from attacks import FULL, Mode, Score, Target, available_attacks, get_attack
 from attacks.prefix_attention import attend_with_prefix
 from attacks.random_search import RandomSearchConfig, draw_candidates
-from sparse import SparseConfig, dropped_attention_mass, span_kept, sparse_attention
+from sparse import (SparseConfig, available_sparse_methods, dropped_attention_mass, make_settings, span_kept,
+                    sparse_attention)
 from sparse.layout import kept_key_mask
 from tasks import TaskItem
 
@@ -20,22 +21,54 @@ def pair():
     return tiny_model("qwen2", layers=3, vocab=len(tok), seed=1), tok
 
 
-def uncached_score(model, tok, prepared, adv, mode, sparse_cfg):
+def uncached_score(model, tok, prepared, adv, mode, sparse_cfg, region=None):
+    """P(correct), P(wrong) of one plain forward over the whole prompt; `region` is the
+    compressed region's length for a kv-cache method."""
     ids = torch.tensor([prepared.prompt_ids(adv)])
     with torch.no_grad():
         if mode == FULL:
             logits = model(input_ids=ids).logits[0, -1]
         else:
-            with sparse_attention(model, sparse_cfg.replace(k=mode)):
+            with sparse_attention(model, sparse_cfg.replace(k=mode)) as ctl:
+                ctl.region = region
                 logits = model(input_ids=ids).logits[0, -1]
     probs = torch.softmax(logits, -1)
     return probs[list(prepared.correct_ids)].sum().item(), probs[list(prepared.wrong_ids)].sum().item()
 
 
-@pytest.mark.parametrize("method", ["stream", "window"])
+# Methods whose selection is drawn per forward pass, so a cached prefix (two forwards) and one
+# forward over the whole prompt select differently, by their documented design: MInference
+# estimates its pattern from the current forward's last queries; the random nulls draw their
+# noise over the current forward's query blocks.
+PER_FORWARD = {"minference", "random", "drop-one"}
+
+
+def method_config(method):
+    settings = make_settings(method, {"density": 0.5} if method == "stream-density" else None)
+    return SparseConfig(method=method, k=2, block_q=4, block_k=4, dense_layers=1, settings=settings)
+
+
+@pytest.mark.parametrize("method", available_sparse_methods())
+def test_a_candidate_scores_the_same_in_every_batch_position(pair, method):
+    """Every method, the seeded nulls included, is a function of its config and the prompt: an
+    attack's search scores candidates in batches and its row re-scores the winner alone, so a
+    batch row must score as the same prompt alone (bit for bit up to float summation order)."""
+    model, tok = pair
+    target = Target(model, tok, method_config(method), batch_size=7)
+    alone = Target(model, tok, method_config(method), batch_size=1)
+    prepared = target.prepare(TaskItem(id="t-0", question="Is fire hot?", answer="yes"),
+                              "The weather was mild and the afternoon passed quietly. " * 3)
+    cands = torch.randint(4, len(tok), (7, 3), generator=torch.Generator().manual_seed(0))
+    for mode in (2, 3):
+        for got, want in zip(target.score(prepared, cands, mode), alone.score(prepared, cands, mode)):
+            assert got.p_correct == pytest.approx(want.p_correct, abs=1e-6)
+            assert got.p_wrong == pytest.approx(want.p_wrong, abs=1e-6)
+
+
+@pytest.mark.parametrize("method", sorted(set(available_sparse_methods()) - PER_FORWARD))
 def test_cached_batched_scores_equal_uncached_single_scores(pair, method):
     model, tok = pair
-    cfg = SparseConfig(method=method, k=2, block_q=4, block_k=4, dense_layers=1)
+    cfg = method_config(method)
     target = Target(model, tok, cfg, batch_size=3)
     item = TaskItem(id="t-0", question="Is fire hot?", answer="yes")
     prepared = target.prepare(item, "The weather was mild and the afternoon passed quietly. " * 3)
@@ -44,7 +77,7 @@ def test_cached_batched_scores_equal_uncached_single_scores(pair, method):
     for mode in (FULL, 2, 3):
         batched = target.score(prepared, cands, mode)
         for adv, got in zip(cands.tolist(), batched):
-            pc, pw = uncached_score(model, tok, prepared, adv, mode, cfg)
+            pc, pw = uncached_score(model, tok, prepared, adv, mode, cfg, target.region_length(prepared, len(adv)))
             assert got.p_correct == pytest.approx(pc, abs=1e-5)
             assert got.p_wrong == pytest.approx(pw, abs=1e-5)
 

@@ -48,10 +48,11 @@ def oracle_select(ctx: SelectionContext) -> torch.Tensor:
 
 @register_sparse_method("random")
 def random_select(ctx: SelectionContext) -> torch.Tensor:
-    """Diagonal plus k-1 causal blocks drawn uniformly (seeded by cfg.seed)."""
+    """Diagonal plus k-1 causal blocks drawn uniformly (seeded by cfg.seed). One draw serves
+    every row of a batch, so a prompt's selection does not depend on its batch position."""
     gen = torch.Generator(device="cpu").manual_seed(ctx.cfg.seed)
-    shape = (ctx.batch, ctx.q_heads, ctx.layout.n_qblocks, ctx.layout.n_kblocks)
-    noise = torch.rand(shape, generator=gen).to(ctx.device)
+    shape = (1, ctx.q_heads, ctx.layout.n_qblocks, ctx.layout.n_kblocks)
+    noise = torch.rand(shape, generator=gen).to(ctx.device).expand(ctx.batch, -1, -1, -1)
     out = []
     for rows in ctx.chunks(ctx.layout.n_kblocks):
         out.append(ctx.keep_top(rows, noise[:, :, rows]))
@@ -69,11 +70,12 @@ def _all_but_one(cfg, n_causal):
 def drop_one_select(ctx: SelectionContext) -> torch.Tensor:
     """Every causal block but one drawn at random outside the reserved ones (seeded by
     cfg.seed): a non-sparsity null control. A flip here says the answer was fragile to
-    any small perturbation of attention, not that sparsity removed information."""
+    any small perturbation of attention, not that sparsity removed information. One draw
+    serves every row of a batch, as in `random_select`."""
     gen = torch.Generator(device="cpu").manual_seed(ctx.cfg.seed)
     nkb = ctx.layout.n_kblocks
-    shape = (ctx.batch, ctx.q_heads, ctx.layout.n_qblocks, nkb)
-    noise = torch.rand(shape, generator=gen).to(ctx.device)
+    shape = (1, ctx.q_heads, ctx.layout.n_qblocks, nkb)
+    noise = torch.rand(shape, generator=gen).to(ctx.device).expand(ctx.batch, -1, -1, -1)
     kb = torch.arange(nkb, device=ctx.device)
     causal = kb[None, :] <= ctx.diag[:, None]
     droppable = causal & ~reserved_mask(ctx.cfg, ctx.diag, nkb)
