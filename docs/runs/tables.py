@@ -16,6 +16,10 @@
         # attack's tokens and the null's insertions (same source, same items) flip it, paired (Holm)
     .venv/bin/python docs/runs/tables.py pooled ATTACK_CELL NULL_CELL [ATTACK_CELL NULL_CELL ...]   # attack
         # success against its null per source and pooled over sources (contexts resampled)
+    .venv/bin/python docs/runs/tables.py pooled-transfer ATTACK_CELL NULL_CELL [...]   # transfer per target,
+        # pooled over sources, each source's own method left out
+    .venv/bin/python docs/runs/tables.py directions DENSITY CELL [CELL ...]   # per attacked cell: flips by
+        # the question's answer (yes / no), natural and attacked, draws used, the k each item is read at
 
 Every number is recomputed from results.jsonl (harness.results.read_rows, the one
 reader); intervals are Wilson 95% (harness.results.intervals.wilson). Outcome classes at another
@@ -32,6 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from harness.results import read_rows  # noqa: E402
 from harness.results.intervals import wilson  # noqa: E402
 from tasks.outcomes import classify  # noqa: E402
+
+
+def bad_input(message: str) -> None:
+    """One line on stderr and exit 2, like every flipbench command given bad input."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
 
 
 def ci(count: int, n: int) -> str:
@@ -454,7 +464,7 @@ def pooled(cells: list[str]) -> None:
     from harness.results.intervals import paired_difference
 
     if len(cells) < 2 or len(cells) % 2:
-        sys.exit("tables.py pooled: give pairs ATTACK_CELL NULL_CELL")
+        bad_input("tables.py pooled: give pairs ATTACK_CELL NULL_CELL")
     print("| source | n (contexts) | attack | null | difference, cluster 95% | discordant attack-only : null-only | McNemar p |")
     print("|---|---:|---|---|---|---|---:|")
     a_all, b_all, c_all = [], [], []
@@ -485,7 +495,7 @@ def pooled_transfer(cells: list[str]) -> None:
     from harness.results.intervals import paired_difference
 
     if len(cells) < 2 or len(cells) % 2:
-        sys.exit("tables.py pooled-transfer: give pairs ATTACK_CELL NULL_CELL")
+        bad_input("tables.py pooled-transfer: give pairs ATTACK_CELL NULL_CELL")
     pooled = {}
     for attack_cell, null_cell in zip(cells[::2], cells[1::2]):
         source = config_of(attack_cell)["method"]
@@ -512,6 +522,42 @@ def pooled_transfer(cells: list[str]) -> None:
               f"{test.diff:+.3f} [{test.low:+.2f}, {test.high:+.2f}] | [{wide.low:+.2f}, {wide.high:+.2f}] |")
 
 
+def directions(density: float, cells: list[str]) -> None:
+    """Which questions an attacked cell flips, by the answer full attention gets right (yes /
+    no), naturally and after the attack, both at the attack's k; the draws its searches used;
+    and at which k the leaderboard reads each item at `density` (the swept k whose recorded
+    density is nearest, `leaderboard.aggregate.k_at_density`)."""
+    from collections import Counter
+
+    from leaderboard.aggregate import k_at_density
+
+    for cell in cells:
+        if not (Path(cell) / "results.jsonl").is_file() or not (Path(cell) / "manifest.json").is_file():
+            bad_input(f"tables.py directions: {cell} is not a run directory (results.jsonl and manifest.json)")
+    print(f"| cell | n (contexts) | yes / no items | natural flips yes / no | attack flips yes / no | "
+          f"strict + breakdown | mean draws: all / flipped | items read at k (density {density:g}) |")
+    print("|---|---:|---|---|---|---|---|---|")
+    for cell in cells:
+        rows = [r for r in rows_of(cell) if r.counted]
+        if not rows:
+            bad_input(f"tables.py directions: {cell} has no counted items")
+        cfg = config_of(cell)
+        k = str(cfg["k_attack"])
+        contexts = len({(r.needle or {}).get("group") or r.item_id for r in rows})
+        by = {a: [r for r in rows if r.answer == a] for a in ("yes", "no")}
+        natural = [sum(bool(r.natural_flipped.get(k)) for r in by[a]) for a in ("yes", "no")]
+        attacked = [sum(bool(r.flipped and r.flipped.get(k)) for r in by[a]) for a in ("yes", "no")]
+        classes = Counter((r.outcomes or {}).get(k, {}).get("class") for r in rows if r.flipped and r.flipped.get(k))
+        flipped = [r.steps for r in rows if r.flipped and r.flipped.get(k)]
+        reads = Counter(k_at_density(r, density) for r in rows)
+        read_text = ", ".join(f"k={kk}: {n}" for kk, n in sorted(reads.items(), key=lambda x: (x[0] is None, x[0])))
+        mean_flipped = f"{sum(flipped) / len(flipped):.1f}" if flipped else "-"
+        print(f"| {cfg['method']} {cfg['attack']} k={k} | {len(rows)} ({contexts}) | {len(by['yes'])} / {len(by['no'])} | "
+              f"{natural[0]} / {natural[1]} | {attacked[0]} / {attacked[1]} | "
+              f"{classes['strict']} + {classes['breakdown']} | "
+              f"{sum(r.steps for r in rows) / len(rows):.1f} / {mean_flipped} of {cfg['steps']} | {read_text} |")
+
+
 if __name__ == "__main__":
     kind, *args = sys.argv[1:]
     if kind == "protocol":
@@ -535,6 +581,14 @@ if __name__ == "__main__":
         pooled(args)
     elif kind == "pooled-transfer":
         pooled_transfer(args)
+    elif kind == "directions":
+        if len(args) < 2:
+            bad_input("tables.py directions: give DENSITY CELL [CELL ...]")
+        try:
+            density = float(args[0])
+        except ValueError:
+            bad_input(f"tables.py directions: DENSITY must be a number, got {args[0]!r}")
+        directions(density, args[1:])
     else:
-        sys.exit(f"unknown table {kind!r}: needle, sink, outcomes, grid, fidelity, minimal-k, protocol, transfer, "
-                 "pooled or pooled-transfer")
+        bad_input(f"unknown table {kind!r}: needle, sink, outcomes, grid, fidelity, minimal-k, protocol, transfer, "
+                 "pooled, pooled-transfer or directions")
