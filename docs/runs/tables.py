@@ -545,10 +545,11 @@ def directions(density: float, cells: list[str]) -> None:
         k = str(cfg["k_attack"])
         contexts = len({(r.needle or {}).get("group") or r.item_id for r in rows})
         by = {a: [r for r in rows if r.answer == a] for a in ("yes", "no")}
+        hit = [r for r in rows if r.flipped and r.flipped.get(k)]
         natural = [sum(bool(r.natural_flipped.get(k)) for r in by[a]) for a in ("yes", "no")]
-        attacked = [sum(bool(r.flipped and r.flipped.get(k)) for r in by[a]) for a in ("yes", "no")]
-        classes = Counter((r.outcomes or {}).get(k, {}).get("class") for r in rows if r.flipped and r.flipped.get(k))
-        flipped = [r.steps for r in rows if r.flipped and r.flipped.get(k)]
+        attacked = [sum(r.answer == a for r in hit) for a in ("yes", "no")]
+        classes = Counter((r.outcomes or {}).get(k, {}).get("class") for r in hit)
+        flipped = [r.steps for r in hit]
         reads = Counter(k_at_density(r, density) for r in rows)
         read_text = ", ".join(f"k={kk}: {n}" for kk, n in sorted(reads.items(), key=lambda x: (x[0] is None, x[0])))
         mean_flipped = f"{sum(flipped) / len(flipped):.1f}" if flipped else "-"

@@ -46,13 +46,19 @@ def oracle_select(ctx: SelectionContext) -> torch.Tensor:
     return torch.cat(out, dim=2)
 
 
-@register_sparse_method("random")
-def random_select(ctx: SelectionContext) -> torch.Tensor:
-    """Diagonal plus k-1 causal blocks drawn uniformly (seeded by cfg.seed). One draw serves
-    every row of a batch, so a prompt's selection does not depend on its batch position."""
+def _block_noise(ctx: SelectionContext) -> torch.Tensor:
+    """Uniform noise [B, Hq, n_qblocks, n_kblocks] seeded by cfg.seed: one draw serves every
+    row of a batch, so a prompt's selection does not depend on its batch position (an attack
+    scores candidates in batches and its row re-scores the winner alone)."""
     gen = torch.Generator(device="cpu").manual_seed(ctx.cfg.seed)
     shape = (1, ctx.q_heads, ctx.layout.n_qblocks, ctx.layout.n_kblocks)
-    noise = torch.rand(shape, generator=gen).to(ctx.device).expand(ctx.batch, -1, -1, -1)
+    return torch.rand(shape, generator=gen).to(ctx.device).expand(ctx.batch, -1, -1, -1)
+
+
+@register_sparse_method("random")
+def random_select(ctx: SelectionContext) -> torch.Tensor:
+    """Diagonal plus k-1 causal blocks drawn uniformly (seeded by cfg.seed)."""
+    noise = _block_noise(ctx)
     out = []
     for rows in ctx.chunks(ctx.layout.n_kblocks):
         out.append(ctx.keep_top(rows, noise[:, :, rows]))
@@ -70,12 +76,9 @@ def _all_but_one(cfg, n_causal):
 def drop_one_select(ctx: SelectionContext) -> torch.Tensor:
     """Every causal block but one drawn at random outside the reserved ones (seeded by
     cfg.seed): a non-sparsity null control. A flip here says the answer was fragile to
-    any small perturbation of attention, not that sparsity removed information. One draw
-    serves every row of a batch, as in `random_select`."""
-    gen = torch.Generator(device="cpu").manual_seed(ctx.cfg.seed)
+    any small perturbation of attention, not that sparsity removed information."""
     nkb = ctx.layout.n_kblocks
-    shape = (1, ctx.q_heads, ctx.layout.n_qblocks, nkb)
-    noise = torch.rand(shape, generator=gen).to(ctx.device).expand(ctx.batch, -1, -1, -1)
+    noise = _block_noise(ctx)
     kb = torch.arange(nkb, device=ctx.device)
     causal = kb[None, :] <= ctx.diag[:, None]
     droppable = causal & ~reserved_mask(ctx.cfg, ctx.diag, nkb)
